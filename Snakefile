@@ -1,0 +1,27 @@
+# lorapress: how much can a LoRA adapter learn from compressed text,
+# and which rank fits which compression?
+#
+#   snakemake --cores 8 results/report.html      # the whole study
+#   snakemake -n                                  # what would run
+#
+# data/ -> prepare -> compress -> stats -> train -> evaluate -> aggregate -> report
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/compress.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,39 @@
+from lorapress import BASELINE, VARIANTS
+from lorapress.experiments import Run, eval_chunks, experiment_runs, runs
+
+
+def config(**evaluate):
+    return {
+        "datasets": {"wiki": {}},
+        "compression": {"variants": list(VARIANTS)},
+        "train": {"rank": 8, "seeds": [0, 1]},
+        "experiments": {"compression": {"enabled": True}},
+        "evaluate": {"adapters_per_engine": 4, **evaluate},
+    }
+
+
+def test_compression_runs_every_variant_per_seed_plus_one_baseline():
+    pairs = experiment_runs(config(), "wiki")
+    assert sum(r.is_baseline for _, r in pairs) == 1
+    assert len(pairs) == 1 + len(VARIANTS) * 2
+    assert runs(config(), "wiki")[0].condition == BASELINE
+
+
+def test_run_ids_round_trip_and_name_the_adapter_path():
+    run = Run("wiki", "summ_l3_medium", 16, 100, 2)
+    assert run.adapter_dir == "results/adapters/wiki/summ_l3_medium/r16_n100_s2"
+    assert Run.from_id("wiki", run.run_id) == run
+    assert Run.from_id("wiki", BASELINE).fields() == {"dataset": "wiki", "condition": BASELINE, "rank": 0,
+                                                      "items": 0, "seed": 0}
+
+
+def test_chunks_cover_every_run_once():
+    chunks = eval_chunks(config(), "wiki")
+    flat = [r for c in chunks for r in c]
+    assert len(flat) == len(set(flat)) == 15 and max(len(c) for c in chunks) == 4
+
+
+def test_disabled_or_other_dataset_gives_no_runs():
+    cfg = config()
+    cfg["experiments"]["compression"]["datasets"] = ["longmemeval"]
+    assert experiment_runs(cfg, "wiki") == []
