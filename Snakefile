@@ -4,7 +4,7 @@
 #   snakemake --cores 8 results/report.html      # the whole study
 #   snakemake -n                                  # what would run
 #
-# data/ -> prepare -> compress -> stats -> train -> evaluate -> aggregate -> report
+# data/ (or download) -> prepare -> compress -> stats -> train -> evaluate -> aggregate -> report
 
 
 configfile: "config.yaml"
@@ -12,6 +12,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/stats.smk"

@@ -33,6 +33,25 @@ def test_chunks_cover_every_run_once():
     assert len(flat) == len(set(flat)) == 15 and max(len(c) for c in chunks) == 4
 
 
+def test_grids_share_identical_runs():
+    cfg = config()
+    cfg["train"]["seeds"] = [0]
+    cfg["train"]["rank"] = 16
+    cfg["experiments"].update(
+        capacity={"items": [4, 8]},
+        rank_items={"ranks": [4, 16], "items": [8, 16]},
+        rank_compression={"ranks": [4, 16], "variants": ["original_text", "summ_l5_extreme"]},
+    )
+    pairs = experiment_runs(cfg, "wiki")
+    assert {e for e, _ in pairs} == {"compression", "capacity", "rank_items", "rank_compression"}
+    unique = runs(cfg, "wiki")
+    # baseline + 7 variants + capacity n4, n8 + rank_items r4 x 2 and r16 n16 (r16 n8 is capacity's)
+    # + rank_compression r4 x 2 (its r16 runs are the compression runs)
+    assert len(unique) == 1 + 7 + 2 + 2 + 1 + 2
+    assert len(pairs) == 8 + 3 + 5 + 5
+    assert Run("wiki", "original_text", 16, 8, 0) in unique
+
+
 def test_disabled_or_other_dataset_gives_no_runs():
     cfg = config()
     cfg["experiments"]["compression"]["datasets"] = ["longmemeval"]

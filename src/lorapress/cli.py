@@ -40,6 +40,12 @@ def cmd_model(args) -> None:
     prepare_model(args.base, args.out, args.dtype)
 
 
+def cmd_download(args) -> None:
+    from .download import download
+
+    download(args.hf_dataset, args.filename, args.out, args.revision)
+
+
 def cmd_prepare(args) -> None:
     from .prepare import prepare
 
@@ -53,17 +59,9 @@ def cmd_compress(args) -> None:
 
     if len(args.docs) != len(args.out):
         raise SystemExit("compress: --docs and --out need the same number of files")
-    engine = None
-
-    def shared_engine():  # started at most once per job, for all datasets
-        nonlocal engine
-        if engine is None:
-            engine = _engine_factory(args.model, args.generation, args.model_config)()
-        return engine
-
-    for docs, out in zip(args.docs, args.out):
-        n = compress(args.variant, docs, out, out.removesuffix(".jsonl") + ".meta.json", args.settings, shared_engine)
-        log.info("%s -> %s (%d items)", docs, out, n)
+    compress(args.variant, args.docs, args.out, args.settings,
+             lambda: _engine_factory(args.model, args.generation, args.model_config)())
+    log.info("%s: wrote %s", args.variant, " ".join(args.out))
 
 
 def cmd_stats(args) -> None:
@@ -81,42 +79,64 @@ def cmd_train(args) -> None:
              summary["train_seconds"])
 
 
+def _judge_factory(judge: dict, generation: dict, model_config: dict):
+    """None = judge with the base model's engine; else a separate engine or an endpoint."""
+    from .endpoint import PREFIX, EndpointJudge
+
+    model = judge.get("model", "base")
+    if model == "base":
+        return None
+    if model.startswith(PREFIX):
+        return lambda: EndpointJudge(model, judge.get("base_url"), judge.get("api_key_env", "OPENAI_API_KEY"),
+                                     seed=generation.get("seed", 0))
+    return _engine_factory(model, generation, model_config)
+
+
 def cmd_evaluate(args) -> None:
     from .evaluate import run_evaluate
 
-    judge_factory = None
-    judge_model = args.judge.get("model", "base")
-    if judge_model != "base":
-        judge_factory = _engine_factory(judge_model, args.generation, args.judge)
     settings = {**args.settings, "judge_max_tokens": args.judge.get("max_tokens", 8)}
     n = run_evaluate(_engine_factory(args.model, args.generation, args.model_config), args.runs, args.qa,
-                     args.out, args.meta, settings, judge_factory)
+                     args.out, args.meta, settings, _judge_factory(args.judge, args.generation, args.model_config),
+                     args.control)
     log.info("%s: %d predictions", args.out, n)
 
 
 def cmd_aggregate(args) -> None:
     import pandas as pd
 
-    from .aggregate import aggregate, scores_table, write_csv
+    from .aggregate import aggregate, question_scores, scores_table, write_csv
 
+    qs = None
     if args.predictions:
-        frames = []
-        for dataset, runs in args.experiments.items():
-            files = [p for p in args.predictions if Path(p).parent.name == dataset]
-            predictions = pd.concat([pd.read_json(p, lines=True) for p in files], ignore_index=True)
-            frames.append(scores_table(predictions, dataset, [tuple(pair) for pair in runs]))
-        scores = pd.concat(frames, ignore_index=True)
+        by_dataset: dict[str, list[str]] = {}
+        for path in args.predictions:  # results/eval/{dataset}/chunkNNN.jsonl
+            by_dataset.setdefault(Path(path).parent.name, []).append(path)
+        qs_frames, score_frames = [], []
+        for dataset, pairs in args.experiments.items():
+            records = pd.concat([pd.read_json(p, lines=True) for p in by_dataset.get(dataset, [])], ignore_index=True)
+            dataset_qs = question_scores(records, dataset)
+            qs_frames.append(dataset_qs)
+            score_frames.append(scores_table(dataset_qs, dataset, [tuple(pair) for pair in pairs]))
+        qs = pd.concat(qs_frames, ignore_index=True)
+        scores = pd.concat(score_frames, ignore_index=True)
+        write_csv(qs, Path(args.out) / "question_scores.csv")
         write_csv(scores, args.scores)
     else:
         scores = pd.read_csv(args.scores)
-    for path in aggregate(scores, args.metric, args.out):
+        if args.question_scores:
+            qs = pd.read_csv(args.question_scores)
+    trr = pd.read_csv(args.trr) if args.trr else None
+    for path in aggregate(scores, args.metric, args.out, qs, trr):
         log.info("wrote %s", path)
 
 
 def cmd_report(args) -> None:
     from .report import build_report
 
-    build_report(args.trr, args.trr_items, args.scores, args.compression, args.metric, args.config, args.out)
+    benchmarks = sorted(str(p) for p in Path(args.benchmarks_dir).rglob("*.tsv")) if args.benchmarks_dir else []
+    build_report(args.trr, args.trr_items, args.scores, args.tables, args.summary, args.metric, args.config, args.out,
+                 benchmarks)
 
 
 # ---------------------------------------------------------------- parser
@@ -130,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--dtype", default="float32", help="dtype of the saved weights")
     p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("download", help="fetch a dataset file from its official public source (needs a network)")
+    p.add_argument("--hf-dataset", required=True, help="Hugging Face dataset repository")
+    p.add_argument("--filename", required=True)
+    p.add_argument("--revision", default="main")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("prepare", help="load and validate a dataset; write docs.jsonl and qa.jsonl")
     p.add_argument("--format", required=True, choices=["wiki_jsonl", "longmemeval"])
@@ -173,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", required=True, help="provenance JSON")
     p.add_argument("--settings", type=_json, required=True, help="config `evaluate` as JSON")
     p.add_argument("--judge", type=_json, default={"model": "base"}, help="config `judge` as JSON")
+    p.add_argument("--control", help="general-knowledge control questions (JSON lines), answered by every run")
     p.add_argument("--generation", type=_json, default={})
     p.add_argument("--model-config", type=_json, default={})
     p.set_defaults(func=cmd_evaluate)
@@ -183,13 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the derived tables")
     p.add_argument("--predictions", nargs="*", help="results/eval/{dataset}/*.jsonl files to score")
     p.add_argument("--experiments", type=_json, default={}, help='{"dataset": [[experiment, run_id], ...]}')
+    p.add_argument("--question-scores", help="per-question scores CSV (for CIs) when reading --scores")
+    p.add_argument("--trr", help="trr.csv, for the rank <-> compression fit")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("report", help="write the self-contained HTML report")
     p.add_argument("--trr", required=True)
     p.add_argument("--trr-items", required=True)
     p.add_argument("--scores", required=True)
-    p.add_argument("--compression", nargs="+", required=True)
+    p.add_argument("--tables", nargs="+", required=True, help="{experiment}_{dataset}.csv tables")
+    p.add_argument("--summary", required=True, help="summary.json from aggregate")
+    p.add_argument("--benchmarks-dir", help="folder of Snakemake benchmark .tsv files, for the cost table")
     p.add_argument("--metric", required=True)
     p.add_argument("--config", type=_json, default={})
     p.add_argument("--out", required=True)

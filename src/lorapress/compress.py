@@ -164,9 +164,12 @@ def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input
             # Keep the retry if it is on target, else whichever reply is closer to it.
             if on_target(texts[i], summary, level) or _miss(texts[i], summary, level) < _miss(texts[i], summaries[i], level):
                 summaries[i] = summary
+    pieces_of: dict[int, list[int]] = {}
+    for i, (owner, _) in enumerate(pieces):
+        pieces_of.setdefault(owner, []).append(i)
     records = []
     for d, doc in enumerate(docs):
-        mine = [i for i, (owner, _) in enumerate(pieces) if owner == d]
+        mine = pieces_of[d]
         text = "\n".join(summaries[i] for i in mine)
         records.append(_record(doc, text, off_target=not on_target(doc["text"], text, level),
                                attempts=max(attempts[i] for i in mine), n_chunks=len(mine)))
@@ -177,19 +180,23 @@ def _record(doc: dict, text: str, **extra) -> dict:
     return {"item_id": doc["item_id"], "title": doc["title"], "text": text, **extra}
 
 
-def compress(variant: str, docs_path: str, out_path: str, meta_path: str, settings: dict,
-             engine_factory=None) -> int:
-    """Write `variant` of the items in `docs_path`; `settings` is the rule's config slice."""
-    docs = read_jsonl(docs_path)
+def compress(variant: str, docs_paths: list[str], out_paths: list[str], settings: dict, engine_factory=None) -> None:
+    """Write `variant` of each dataset's items; generative levels batch every dataset through one engine.
+
+    `settings` is the rule's config slice; a `.meta.json` with prompts, sampling
+    and versions is written next to each output.
+    """
+    datasets = [read_jsonl(p) for p in docs_paths]
+    docs = [doc for items in datasets for doc in items]
     if variant == ORIGINAL:
         records = [_record(d, d["text"], off_target=False, attempts=0, n_chunks=1) for d in docs]
         meta = {"variant": variant}
     elif variant == EXTRACTIVE:
-        target = float(settings["target_trr"])
+        target, tolerance = float(settings["target_trr"]), float(settings.get("tolerance", 15.0))
         records = []
         for doc in docs:
             text = extract(doc["text"], target)
-            records.append(_record(doc, text, off_target=abs(trr(doc["text"], text) - target) > settings.get("tolerance", 15.0),
+            records.append(_record(doc, text, off_target=abs(trr(doc["text"], text) - target) > tolerance,
                                    attempts=1, n_chunks=1))
         meta = {"variant": variant, "method": "tfidf-centrality", **settings}
     else:
@@ -198,11 +205,15 @@ def compress(variant: str, docs_path: str, out_path: str, meta_path: str, settin
         engine = engine_factory()
         records = summarise(engine, docs, level, slack=float(settings["max_tokens_slack"]),
                             max_input_tokens=int(settings["max_input_tokens"]))
-        meta = {"variant": variant, "level": settings, "sampling": {"temperature": 0.0, "seed": engine.settings.seed,
-                "repetition_penalty": engine.settings.repetition_penalty,
-                "max_tokens": f"ceil(source_tokens * (1 - target_trr/100) * {settings['max_tokens_slack']})"}}
-    off = sum(r["off_target"] for r in records)
-    if off:
-        log.warning("%s: %d of %d items off target", variant, off, len(records))
-    write_json(meta_path, provenance(meta, n_items=len(records), off_target=off))
-    return write_jsonl(out_path, records)
+        meta = {"variant": variant, "level": settings, "sampling": {
+            "temperature": 0.0, "seed": engine.settings.seed, "repetition_penalty": engine.settings.repetition_penalty,
+            "max_tokens": f"ceil(source_tokens * (1 - target_trr/100) * {settings['max_tokens_slack']})"}}
+    start = 0
+    for items, out_path in zip(datasets, out_paths):
+        mine = records[start:start + len(items)]
+        start += len(items)
+        off = sum(r["off_target"] for r in mine)
+        if off:
+            log.warning("%s: %d of %d items off target", out_path, off, len(mine))
+        write_json(out_path.removesuffix(".jsonl") + ".meta.json", provenance(meta, n_items=len(mine), off_target=off))
+        write_jsonl(out_path, mine)

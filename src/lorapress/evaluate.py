@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # vLLM accepts these values for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-ANSWER_SYSTEM = "Answer the question in a few words, from what you know."
+ANSWER_SYSTEM = "Answer in a few words."
 
 
 def lora_rank_limit(ranks: list[int]) -> int:
@@ -36,47 +36,62 @@ def question_messages(question: dict, system_prompt: str) -> list[dict]:
 
 
 def evaluate_chunk(engine_factory, runs: list[dict], questions: list[dict], settings: dict,
-                   judge_factory=None) -> list[dict]:
-    """`runs`: [{run_id, adapter (dir or None), rank}]; returns one record per run and question."""
+                   judge_factory=None, control: list[dict] | None = None) -> list[dict]:
+    """`runs`: [{run_id, adapter (dir or None), rank}]; one record per run and question.
+
+    `control` questions (general knowledge) are answered by every run too, to
+    measure forgetting; they are scored by overlap only, not judged.
+    """
     engine = engine_factory(max_loras=max(1, min(len(runs), settings["max_loras"])),
                             max_lora_rank=lora_rank_limit([r["rank"] for r in runs if r["adapter"]]))
+    asked = [(q, "dataset") for q in questions] + [(q, "control") for q in control or []]
     conversations, adapters, keys = [], [], []
     for run in runs:
-        for q in questions:
+        for q, question_set in asked:
             conversations.append(question_messages(q, settings.get("system_prompt", ANSWER_SYSTEM)))
             adapters.append(run["adapter"])
-            keys.append((run, q))
+            keys.append((run, q, question_set))
     started = time.perf_counter()
     predictions = engine.chat(conversations, max_tokens=settings["max_tokens"], adapters=adapters)
     answer_seconds = time.perf_counter() - started
 
+    judged = [i for i, (_, _, question_set) in enumerate(keys) if question_set == "dataset"]
     judge = engine if judge_factory is None else judge_factory()
     started = time.perf_counter()
-    replies = judge.chat([[{"role": "user", "content": judge_prompt(q, p)}] for (_, q), p in zip(keys, predictions)],
+    replies = judge.chat([[{"role": "user", "content": judge_prompt(keys[i][1], predictions[i])}] for i in judged],
                          max_tokens=settings["judge_max_tokens"])
     judge_seconds = time.perf_counter() - started
-    log.info("answered %d questions in %.1fs, judged in %.1fs", len(keys), answer_seconds, judge_seconds)
+    reply_of = dict(zip(judged, replies))
+    log.info("answered %d questions in %.1fs, judged %d in %.1fs", len(keys), answer_seconds, len(judged),
+             judge_seconds)
 
     records = []
-    for (run, q), prediction, reply in zip(keys, predictions, replies):
-        records.append({
+    for i, ((run, q, question_set), prediction) in enumerate(zip(keys, predictions)):
+        record = {
             "run_id": run["run_id"],
+            "question_set": question_set,
             "question_id": q["question_id"],
             "question_type": q["question_type"],
             "abstention": q.get("abstention", False),
             "question": q["question"],
             "reference": q["answer"],
             "prediction": prediction,
-            "judge_reply": reply,
-            **parse_judgement(q, reply),
             **answer_scores(prediction, q["answer"]),
-        })
+        }
+        if i in reply_of:
+            record.update(judge_reply=reply_of[i], **parse_judgement(q, reply_of[i]))
+        records.append(record)
     return records
 
 
 def run_evaluate(engine_factory, runs: list[dict], qa_path: str, out_path: str, meta_path: str, settings: dict,
-                 judge_factory=None) -> int:
+                 judge_factory=None, control_path: str | None = None) -> int:
+    from .prepare import load_control
+
     questions = read_jsonl(qa_path)
-    records = evaluate_chunk(engine_factory, runs, questions, settings, judge_factory)
-    write_json(meta_path, provenance(settings, runs=runs, n_questions=len(questions)))
+    control = load_control(control_path) if control_path else []
+    started = time.perf_counter()
+    records = evaluate_chunk(engine_factory, runs, questions, settings, judge_factory, control)
+    write_json(meta_path, provenance(settings, runs=runs, n_questions=len(questions), n_control=len(control),
+                                     seconds=round(time.perf_counter() - started, 1)))
     return write_jsonl(out_path, records)

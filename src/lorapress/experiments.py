@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import BASELINE, VARIANTS
+from . import BASELINE, ORIGINAL, VARIANTS
 
 
 @dataclass(frozen=True, order=True)
@@ -64,18 +64,45 @@ def _enabled(experiment: dict | None, dataset: str) -> bool:
     return datasets is None or dataset in datasets
 
 
+EXPERIMENTS = ("compression", "capacity", "rank_items", "rank_compression")
+
+
 def experiment_runs(config: dict, dataset: str) -> list[tuple[str, Run]]:
-    """(experiment, run) pairs for one dataset, in a stable order."""
+    """(experiment, run) pairs for one dataset, in a stable order; every experiment has the baseline.
+
+    - compression: every variant at train.rank with all items;
+    - capacity: original_text on the first N items, for each N in `items`;
+    - rank_items: original_text for each rank in `ranks` x each N in `items`;
+    - rank_compression: each variant in `variants` for each rank in `ranks`, all items.
+    Each trained run is repeated per seed in train.seeds.
+    """
     train = config["train"]
-    seeds = train.get("seeds", [0])
+    seeds, rank = train.get("seeds", [0]), train["rank"]
     experiments = config.get("experiments", {})
     pairs: list[tuple[str, Run]] = []
-    compression = experiments.get("compression")
-    if _enabled(compression, dataset):
-        pairs.append(("compression", Run(dataset, BASELINE)))
-        for variant in compression.get("variants") or config["compression"]["variants"]:
-            for seed in seeds:
-                pairs.append(("compression", Run(dataset, variant, train["rank"], None, seed)))
+
+    def add(name: str, condition: str, r: int, items: int | None) -> None:
+        pairs.extend((name, Run(dataset, condition, r, items, seed)) for seed in seeds)
+
+    for name in EXPERIMENTS:
+        spec = experiments.get(name)
+        if not _enabled(spec, dataset):
+            continue
+        pairs.append((name, Run(dataset, BASELINE)))
+        if name == "compression":
+            for variant in spec.get("variants") or config["compression"]["variants"]:
+                add(name, variant, rank, None)
+        elif name == "capacity":
+            for n in spec["items"]:
+                add(name, ORIGINAL, rank, n)
+        elif name == "rank_items":
+            for r in spec["ranks"]:
+                for n in spec["items"]:
+                    add(name, ORIGINAL, r, n)
+        else:
+            for r in spec["ranks"]:
+                for variant in spec["variants"]:
+                    add(name, variant, r, None)
     return pairs
 
 
@@ -92,7 +119,3 @@ def eval_chunks(config: dict, dataset: str) -> list[list[Run]]:
     size = int(config["evaluate"]["adapters_per_engine"])
     all_runs = runs(config, dataset)
     return [all_runs[i:i + size] for i in range(0, len(all_runs), size)]
-
-
-def trained_runs(config: dict) -> list[Run]:
-    return [r for d in config["datasets"] for r in runs(config, d) if not r.is_baseline]

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 
-WIKI_PROMPT = """You grade answers to questions about an encyclopedia article.
-Question: {question}
+WIKI_PROMPT = """Question: {question}
 Reference answer: {reference}
 Answer to grade: {prediction}
-How well does the answer to grade agree with the reference answer? Use a scale from 1 to 5:
-1 = wrong or unrelated, 2 = mostly wrong, 3 = partly right, 4 = right but imprecise, 5 = fully right.
-Reply with one digit from 1 to 5 and nothing else."""
+Grade the answer against the reference: 1 = wrong, 2 = mostly wrong, 3 = partly right, 4 = right but imprecise, 5 = fully right.
+Reply with one digit from 1 to 5 only."""
 
 _LME_BASE = """You check whether a chat assistant answered a question correctly.
 Question: {question}

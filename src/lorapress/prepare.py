@@ -60,7 +60,7 @@ def parse_longmemeval_date(value: str, path: Path, where: str, field: str) -> da
 
 
 # ---------------------------------------------------------------- wiki_jsonl
-def _wiki_lines(path: Path) -> Iterator[tuple[int, dict]]:
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             try:
@@ -84,7 +84,7 @@ def load_wiki(path: Path, *, limit: int | None = None, sample: int | None = None
     if question_types:
         raise ValueError("question_types applies to longmemeval datasets, not wiki_jsonl")
     docs, questions, seen = [], [], {}
-    for number, record in _wiki_lines(path):
+    for number, record in _json_lines(path):
         where = f"line {number}"
         item_id = _field(record, "id", str, path, where)
         if item_id in seen:
@@ -255,6 +255,24 @@ def _subset(questions: list[dict], *, limit: int | None, sample: int | None, see
     if sample is not None and sample < len(questions):
         keep = set(random.Random(seed).sample(range(len(questions)), sample))
         questions = [q for i, q in enumerate(questions) if i in keep]
+    return questions
+
+
+def load_control(path: str | Path) -> list[dict]:
+    """The general-knowledge control set: one `{id, question, answer}` per line."""
+    path = Path(path)
+    questions, seen = [], {}
+    for number, record in _json_lines(path):
+        where = f"line {number}"
+        qid = _field(record, "id", str, path, where)
+        if qid in seen:
+            raise InputError(path, where, f"field 'id': duplicate {qid!r} (first on line {seen[qid]})")
+        seen[qid] = number
+        questions.append({"question_id": qid, "question": _field(record, "question", str, path, where),
+                          "answer": _field(record, "answer", str, path, where), "question_type": "control",
+                          "abstention": False})
+    if not questions:
+        raise InputError(path, "", "empty file: no records")
     return questions
 
 

@@ -36,6 +36,7 @@ class TrainSettings:
     max_length: int = 512
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    packing: bool = False  # concatenate texts and cut max_length blocks instead of padding each batch
     seed: int = 0
     items: int | None = None  # first N items; None = all
     trust_remote_code: bool = False
@@ -92,11 +93,27 @@ def add_adapter(model, settings: TrainSettings):
 
 
 def batches(tokenizer, texts: list[str], settings: TrainSettings, rng: random.Random):
-    """Shuffled, padded batches; padding is masked out of the loss with -100."""
+    """Shuffled batches of (input_ids, attention_mask, labels, real tokens).
+
+    Padded: one text per row, padding masked out of the loss with -100.
+    Packed: all texts (each ended by EOS) in one stream cut into max_length rows, no padding.
+    """
     import torch
 
     order = list(range(len(texts)))
     rng.shuffle(order)
+    if settings.packing:
+        stream = [t for i in order for t in tokenizer(texts[i] + tokenizer.eos_token)["input_ids"]]
+        rows = [stream[k:k + settings.max_length] for k in range(0, len(stream), settings.max_length)]
+        for start in range(0, len(rows), settings.batch_size):
+            chunk = rows[start:start + settings.batch_size]
+            width = max(len(r) for r in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for k, row in enumerate(chunk):  # only the stream's last row can be short
+                ids[k, :len(row)], mask[k, :len(row)] = torch.tensor(row), 1
+            yield ids, mask, ids.masked_fill(mask == 0, -100), int(mask.sum())
+        return
     for start in range(0, len(order), settings.batch_size):
         chunk = [texts[i] + tokenizer.eos_token for i in order[start:start + settings.batch_size]]
         enc = tokenizer(chunk, truncation=True, max_length=settings.max_length, padding=True, return_tensors="pt")
@@ -123,7 +140,8 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
     )
-    steps_per_epoch = math.ceil(math.ceil(len(texts) / settings.batch_size) / settings.grad_accum)
+    n_batches = sum(1 for _ in batches(tokenizer, texts, settings, random.Random(0)))
+    steps_per_epoch = math.ceil(n_batches / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, total_steps)
 
@@ -140,7 +158,7 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        log.info("epoch %d: mean loss %.4f", epoch + 1, sum(losses[-steps_per_epoch:]) / max(1, len(losses[-steps_per_epoch:])))
+        log.info("epoch %d: mean loss %.4f", epoch + 1, sum(losses[-n_batches:]) / n_batches)
     if micro % settings.grad_accum:
         optimizer.step()
         scheduler.step()

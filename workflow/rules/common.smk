@@ -4,10 +4,11 @@
 import json
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from lorapress import EXTRACTIVE, ORIGINAL, SUMMARY_LEVELS, VARIANTS
-from lorapress.experiments import eval_chunks, experiment_runs, trained_runs
+from lorapress import EXTRACTIVE, SUMMARY_LEVELS, VARIANTS
+from lorapress.experiments import eval_chunks, experiment_runs
 from lorapress.model import builtin_name
 
 min_version("9.0")
@@ -58,6 +59,36 @@ def generation_params():
 
 def model_params():
     return as_json({k: config["model"][k] for k in ("dtype", "max_model_len", "trust_remote_code", "chat_template_kwargs")})
+
+
+# ---------------------------------------------------------------- datasets
+def download_source(wildcards):
+    source = config["datasets"][wildcards.dataset].get("download")
+    if not source or source["filename"] != wildcards.filename:
+        raise WorkflowError(f"datasets.{wildcards.dataset}: no download source for {wildcards.filename}")
+    return source
+
+
+def check_datasets():
+    """One clear line for a dataset that is neither present nor downloadable."""
+    for name, dataset in config["datasets"].items():
+        source = dataset.get("download")
+        if source:
+            expected = f"resources/datasets/{name}/{source['filename']}"
+            if dataset["path"] != expected:
+                raise WorkflowError(f"datasets.{name}.path must be {expected} when datasets.{name}.download is set")
+        elif not os.path.exists(dataset["path"]):
+            raise WorkflowError(
+                f"datasets.{name}.path: {dataset['path']} does not exist; put the {dataset['format']} file there "
+                f"({FORMAT_HELP[dataset['format']]}) or point datasets.{name}.path at it"
+            )
+
+
+FORMAT_HELP = {
+    "wiki_jsonl": 'one JSON object per line: {"id", "title", "text", "questions": [{"question", "answer"}]}',
+    "longmemeval": "an official LongMemEval JSON file such as longmemeval_s_cleaned.json",
+}
+check_datasets()
 
 
 # ---------------------------------------------------------------- compress
@@ -111,6 +142,27 @@ def eval_files(dataset):
 def experiments_json():
     return as_json({d: [[e, r.run_id] for e, r in experiment_runs(config, d)] for d in DATASETS})
 
+
+def control_questions():
+    path = config["evaluate"]["control"]
+    return [path] if path else []
+
+
+def table_files():
+    """The derived tables aggregate writes: compression always, the other grids where they run."""
+    files = []
+    for dataset in DATASETS:
+        experiments = {"compression", *(e for e, _ in experiment_runs(config, dataset))}
+        files += [f"results/tables/{e}_{dataset}.csv" for e in sorted(experiments)]
+    return files
+
+
+# Environment of a vLLM job's shell: KV cache size and CPU threads are resources,
+# not params, because they change speed, not what is generated.
+VLLM_ENV = (
+    "VLLM_CPU_KVCACHE_SPACE={resources.vllm_kv_gib} OMP_NUM_THREADS={threads}"
+    f" VLLM_CPU_OMP_THREADS_BIND={RES['vllm_cpu_threads_bind']}"
+)
 
 # ---------------------------------------------------------------- targets
 def final_outputs():

@@ -14,12 +14,13 @@ rule compress:
         "logs/compress/{variant}.log",
     benchmark:
         "results/benchmarks/compress/{variant}.tsv"
-    threads: 1
+    conda:
+        "../../envs/generate.yaml"
+    threads: RES["threads"]
     resources:
         mem_mb=lambda wildcards: RES["generate_mem_mb"] if wildcards.variant in SUMMARY_LEVELS else RES["light_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=lambda wildcards: RES["gpu"] if wildcards.variant in SUMMARY_LEVELS else 0,
-        vllm_engines=lambda wildcards: int(wildcards.variant in SUMMARY_LEVELS),
         cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
     params:
@@ -28,7 +29,7 @@ rule compress:
         model_config=lambda wildcards: model_params() if wildcards.variant in SUMMARY_LEVELS else "{}",
         model=lambda wildcards: base_model() if wildcards.variant in SUMMARY_LEVELS else "",
     shell:
-        "VLLM_CPU_KVCACHE_SPACE={resources.vllm_kv_gib} lorapress compress --variant {wildcards.variant}"
+        VLLM_ENV + " lorapress compress --variant {wildcards.variant}"
         " --docs {input.docs} --out {output.variant} --settings {params.settings:q}"
         " --model={params.model:q} --generation {params.generation:q}"
         " --model-config {params.model_config:q} > {log} 2>&1"

@@ -7,6 +7,7 @@ rule evaluate:
         qa="results/data/{dataset}/qa.jsonl",
         model=base_model_input(),
         adapters=adapters_for_chunk,
+        control=control_questions(),
     output:
         records="results/eval/{dataset}/chunk{chunk}.jsonl",
         meta="results/eval/{dataset}/chunk{chunk}.meta.json",
@@ -14,12 +15,13 @@ rule evaluate:
         "logs/evaluate/{dataset}/chunk{chunk}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/chunk{chunk}.tsv"
-    threads: 1
+    conda:
+        "../../envs/generate.yaml"
+    threads: RES["threads"]
     resources:
         mem_mb=RES["generate_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        vllm_engines=1,
         cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
     params:
@@ -29,8 +31,9 @@ rule evaluate:
         generation=generation_params(),
         model_config=model_params(),
         model=base_model(),
+        control=lambda wildcards, input: f"--control {input.control}" if input.control else "",
     shell:
-        "VLLM_CPU_KVCACHE_SPACE={resources.vllm_kv_gib} lorapress evaluate --model {params.model:q} --qa {input.qa}"
+        VLLM_ENV + " lorapress evaluate --model {params.model:q} --qa {input.qa}"
         " --runs {params.runs:q} --out {output.records} --meta {output.meta} --settings {params.settings:q}"
         " --judge {params.judge:q} --generation {params.generation:q}"
-        " --model-config {params.model_config:q} > {log} 2>&1"
+        " --model-config {params.model_config:q} {params.control} > {log} 2>&1"

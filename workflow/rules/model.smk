@@ -8,6 +8,8 @@ rule convert_model:
         "logs/model/{builtin}.log",
     benchmark:
         "results/benchmarks/model/{builtin}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=4000,

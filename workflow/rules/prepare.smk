@@ -9,12 +9,14 @@ rule prepare:
         qa="results/data/{dataset}/qa.jsonl",
     log:
         "logs/prepare/{dataset}.log",
+    conda:
+        "../../envs/data.yaml"
     resources:
         mem_mb=RES["light_mem_mb"],
     params:
         format=lambda wildcards: config["datasets"][wildcards.dataset]["format"],
         options=lambda wildcards: as_json(
-            {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in ("format", "path")}
+            {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in ("format", "path", "download")}
         ),
     shell:
         "lorapress prepare --format {params.format} --input {input:q} --docs {output.docs} --qa {output.qa}"

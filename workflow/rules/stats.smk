@@ -13,6 +13,8 @@ rule stats:
         per_item="results/stats/trr_items.csv",
     log:
         "logs/stats/trr.log",
+    conda:
+        "../../envs/data.yaml"
     resources:
         mem_mb=RES["light_mem_mb"] * 2,
     params:

@@ -13,6 +13,8 @@ rule train:
         "logs/train/{dataset}/{variant}/r{rank}_n{n_items}_s{seed}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{variant}/r{rank}_n{n_items}_s{seed}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: RES["threads"]
     resources:
         mem_mb=RES["train_mem_mb"],
