@@ -50,10 +50,11 @@ dag: $(STAMP)
 	snakemake --dag | dot -Tsvg > dag.svg
 
 benchmarks: $(STAMP)
-	cd $(CURDIR) && PYTHONPATH=benchmarks $(PY) benchmarks/generation.py
-	PYTHONPATH=benchmarks $(PY) benchmarks/adapters_per_engine.py
-	PYTHONPATH=benchmarks $(PY) benchmarks/training.py
-	PYTHONPATH=benchmarks $(PY) benchmarks/workflow_overhead.py
+	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/adapters_per_engine.py
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/workflow_overhead.py
+	$(PY) benchmarks/longmemeval_memory.py
 
 clean:
 	rm -rf results logs .snakemake

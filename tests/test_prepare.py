@@ -160,3 +160,12 @@ def test_prepare_writes_docs_and_questions(tmp_path):
     assert read_jsonl(tmp_path / "q.jsonl")[0] == {
         "question_id": "a1-q1", "question": "When was Article 1 founded?", "answer": "1801",
         "question_type": "wiki", "item_ids": ["a1"], "abstention": False}
+
+
+def test_control_set_loads_and_rejects_duplicates(tmp_path):
+    from lorapress.prepare import load_control
+
+    assert len(load_control(REPO / "data/control/general.jsonl")) >= 10
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "c1", "question": "Q?", "answer": "A"}] * 2)
+    with pytest.raises(InputError, match="line 2: field 'id': duplicate 'c1'"):
+        load_control(path)

@@ -115,6 +115,14 @@ class Engine:
         )
         return [out.outputs[0].text.strip() for out in outputs]
 
+    def close(self) -> None:
+        """Stop the engine's processes now (e.g. before a second engine starts in the same job)."""
+        import gc
+
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         tok = self.tokenizer
         return [len(tok.encode(t, add_special_tokens=False)) for t in texts]

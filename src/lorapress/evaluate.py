@@ -56,7 +56,11 @@ def evaluate_chunk(engine_factory, runs: list[dict], questions: list[dict], sett
     answer_seconds = time.perf_counter() - started
 
     judged = [i for i, (_, _, question_set) in enumerate(keys) if question_set == "dataset"]
-    judge = engine if judge_factory is None else judge_factory()
+    if judge_factory is None:
+        judge = engine
+    else:  # free the answering engine before a second model is loaded
+        engine.close()
+        judge = judge_factory()
     started = time.perf_counter()
     replies = judge.chat([[{"role": "user", "content": judge_prompt(keys[i][1], predictions[i])}] for i in judged],
                          max_tokens=settings["judge_max_tokens"])

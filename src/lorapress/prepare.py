@@ -78,18 +78,25 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, record
 
 
+def _identified_lines(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(place, id, record) per line; ids must be unique strings."""
+    seen: dict[str, int] = {}
+    for number, record in _json_lines(path):
+        where = f"line {number}"
+        record_id = _field(record, "id", str, path, where)
+        if record_id in seen:
+            raise InputError(path, where, f"field 'id': duplicate {record_id!r} (first on line {seen[record_id]})")
+        seen[record_id] = number
+        yield where, record_id, record
+
+
 def load_wiki(path: Path, *, limit: int | None = None, sample: int | None = None, seed: int = 0,
               question_types: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     """Articles with their questions; `limit`/`sample` pick articles."""
     if question_types:
         raise ValueError("question_types applies to longmemeval datasets, not wiki_jsonl")
-    docs, questions, seen = [], [], {}
-    for number, record in _json_lines(path):
-        where = f"line {number}"
-        item_id = _field(record, "id", str, path, where)
-        if item_id in seen:
-            raise InputError(path, where, f"field 'id': duplicate {item_id!r} (first on line {seen[item_id]})")
-        seen[item_id] = number
+    docs, questions = [], []
+    for where, item_id, record in _identified_lines(path):
         doc = {
             "item_id": item_id,
             "title": _field(record, "title", str, path, where),
@@ -261,13 +268,8 @@ def _subset(questions: list[dict], *, limit: int | None, sample: int | None, see
 def load_control(path: str | Path) -> list[dict]:
     """The general-knowledge control set: one `{id, question, answer}` per line."""
     path = Path(path)
-    questions, seen = [], {}
-    for number, record in _json_lines(path):
-        where = f"line {number}"
-        qid = _field(record, "id", str, path, where)
-        if qid in seen:
-            raise InputError(path, where, f"field 'id': duplicate {qid!r} (first on line {seen[qid]})")
-        seen[qid] = number
+    questions = []
+    for where, qid, record in _identified_lines(path):
         questions.append({"question_id": qid, "question": _field(record, "question", str, path, where),
                           "answer": _field(record, "answer", str, path, where), "question_type": "control",
                           "abstention": False})
