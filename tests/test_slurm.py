@@ -6,6 +6,7 @@ it started. Needs root (as in CI); skipped otherwise.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_tiny_pipeline_runs_through_sbatch(slurm, tmp_path):
     cmd = ["timeout", "1500", sys.executable, "-m", "snakemake", "results/report.html", "--profile", "profiles/slurm",
            *LOCAL, "--configfile", "slurm.yaml"]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    summary = [line for line in out.stderr.splitlines() if "steps" in line or "Submitted" in line or "Error" in line]
+    summary = [line for line in out.stderr.splitlines() if "steps" in line or "SLURM jobid" in line or "Error" in line]
     print("\n".join(summary[-30:]))
     assert out.returncode == 0, out.stderr[-6000:]
     assert (tmp_path / "results/report.html").stat().st_size > 10_000
@@ -60,10 +61,9 @@ def test_tiny_pipeline_runs_through_sbatch(slurm, tmp_path):
     assert scores[0].startswith("condition,score") and len(scores) == 3  # baseline, original_text
 
     # every job went through SLURM and finished there (sacct works thanks to slurmdbd)
-    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1hour", "-o", "JobName,State,Comment"],
+    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1hour", "-o", "JobID,State"],
                            capture_output=True, text=True, check=True).stdout.splitlines()
-    ours = [line for line in sacct if line.split("|")[1] == "COMPLETED"]
     rules = {"convert_model", "prepare", "compress", "stats", "train", "evaluate", "aggregate", "report"}
-    assert len(ours) >= len(rules), sacct
-    logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
-    assert {part for p in logs for part in p.parts if part.startswith("rule_")} >= {f"rule_{r}" for r in rules}
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", out.stderr + out.stdout))
+    completed = {line.split("|")[0] for line in sacct if line.split("|")[1] == "COMPLETED"}
+    assert len(submitted) >= len(rules) and submitted <= completed
