@@ -60,3 +60,12 @@ def test_chunk_text_splits_at_sentences_within_budget():
     assert all(len(c.split()) <= 12 for c in chunks)
     assert " ".join(chunks) == TEXT
     assert chunk_text(TEXT, count, 1000) == [TEXT]
+
+
+def test_chunks_of_a_chat_keep_turns_on_their_own_lines():
+    chat = "user: I adopted a cat. She is called Miso.\nassistant: Congratulations! Cats are great."
+    count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731
+    chunks = chunk_text(chat, count, max_input_tokens=9)
+    # a chunk that starts mid-turn repeats its speaker, so the summariser knows who speaks
+    assert chunks == ["user: I adopted a cat.", "user: She is called Miso.\nassistant: Congratulations!",
+                      "assistant: Cats are great."]

@@ -75,13 +75,7 @@ def extract(text: str, target_trr: float) -> str:
             continue
         keep.add(index)
         used += cost
-    lines: dict[int, list[str]] = {}
-    prefixes: dict[int, str] = {}
-    for index in sorted(keep):
-        line_no, prefix, sentence = units[index]
-        lines.setdefault(line_no, []).append(sentence)
-        prefixes[line_no] = prefix
-    return "\n".join(prefixes[n] + " ".join(lines[n]) for n in sorted(lines))
+    return _join([units[i] for i in sorted(keep)])
 
 
 # ---------------------------------------------------------------- generative
@@ -129,18 +123,26 @@ def chunk_text(text: str, count_tokens, max_input_tokens: int) -> list[str]:
     """Split at sentence (or chat-turn) boundaries into pieces of at most `max_input_tokens`."""
     if count_tokens([text])[0] <= max_input_tokens:
         return [text]
-    units = [prefix + sentence for _, prefix, sentence in split_sentences(text)]
-    sizes = count_tokens(units)
+    units = split_sentences(text)
+    sizes = count_tokens([prefix + sentence for _, prefix, sentence in units])
     chunks, current, size = [], [], 0
     for unit, n in zip(units, sizes):
         if current and size + n > max_input_tokens:
-            chunks.append(" ".join(current))
+            chunks.append(_join(current))
             current, size = [], 0
         current.append(unit)  # a single over-long sentence becomes its own chunk
         size += n
     if current:
-        chunks.append(" ".join(current))
+        chunks.append(_join(current))
     return chunks
+
+
+def _join(units: list[tuple[int, str, str]]) -> str:
+    """Sentences of one line joined by spaces, lines (chat turns) by newlines, speakers kept."""
+    lines: dict[int, str] = {}
+    for line_no, prefix, sentence in units:
+        lines[line_no] = f"{lines[line_no]} {sentence}" if line_no in lines else prefix + sentence
+    return "\n".join(lines.values())
 
 
 def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input_tokens: int) -> list[dict]:
