@@ -51,6 +51,7 @@ def main():
     config["compression"]["levels"]["summ_l3_medium"]["prompt"] += " Be brief."
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as edited:
         yaml.safe_dump(config, edited)
+        edited.flush()
         out = run([*SNAKEMAKE, "-n", "--configfile", edited.name, "results/report.html"])
     edit_jobs = job_counts(out.stdout)
     total = sum(job_counts(run([*SNAKEMAKE, "-n", "--forceall", "results/report.html"]).stdout).values())
