@@ -52,7 +52,7 @@ def main():
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as edited:
         yaml.safe_dump(config, edited)
         edited.flush()
-        out = run([*SNAKEMAKE, "-n", "--configfile", edited.name, "results/report.html"])
+        out = run([*SNAKEMAKE, "-n", "results/report.html", "--configfile", edited.name])
     edit_jobs = job_counts(out.stdout)
     total = sum(job_counts(run([*SNAKEMAKE, "-n", "--forceall", "results/report.html"]).stdout).values())
     save("workflow_overhead", {
