@@ -32,7 +32,6 @@ def main():
         return int((new != tok.eos_token_id).sum())
 
     hf_median, hf_times, hf_tokens = timed(hf, args.runs)
-    del model
 
     from lorapress.engine import Engine, EngineSettings
 

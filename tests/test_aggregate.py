@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lorapress.aggregate import (
-    Cells, aggregate, capacity_knee, capacity_table, compression_table, fit_rank_recommendation,
+    aggregate, capacity_knee, capacity_table, compression_table, fit_rank_recommendation,
     question_scores, rank_table, run_metrics, scores_table,
 )
 

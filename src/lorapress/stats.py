@@ -38,9 +38,8 @@ def item_rows(dataset: str, variant: str, docs: list[dict], compressed: list[dic
     return rows
 
 
-def summarise(items, bleu_by_variant: dict) -> "pd.DataFrame":
+def summarise(items, bleu_by_variant: dict):
     """One row per dataset and variant: TRR distribution, off-target share, retention."""
-    import pandas as pd
 
     grouped = items.groupby(["dataset", "variant"], sort=False)
     table = grouped.agg(
