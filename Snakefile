@@ -4,10 +4,14 @@
 #   snakemake --cores 8 results/report.html      # the whole study
 #   snakemake -n                                  # what would run
 #
-# data/ (or download) -> prepare -> compress -> stats -> train -> evaluate -> aggregate -> report
+# data/ (or download) -> prepare -> compress -> stats -> train -> evaluate -> judge
+#                                            \-> decompose ------------------> aggregate -> report
 
 
 configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -18,11 +22,16 @@ include: "workflow/rules/compress.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/decompose.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    check_data()
+
+
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -15,13 +15,18 @@ MODEL = "resources/models/smollm2-135m-instruct"
 
 
 def machine() -> dict:
+    """The machine a figure came from: CPU model and the flags that decide its speed, GPU, cores."""
+    from lorapress.hardware import detect
+
+    facts = detect().describe()
     gpu = None
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=10).stdout.strip() or None
     except OSError:
         pass
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu,
+    return {"cpu": facts["cpu_model"] or platform.machine(), "cpu_flags": facts["cpu_flags"],
+            "avx512_bf16": facts["cpu_bf16_native"], "cores": os.cpu_count(), "gpu": gpu,
             "python": platform.python_version()}
 
 
@@ -43,8 +48,21 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
-def wiki_questions(n: int) -> list[str]:
+def wiki_questions(n: int) -> list[dict]:
     from lorapress.prepare import load_wiki
 
     _, questions = load_wiki(Path("data/wiki/sample.jsonl"))
-    return [q["question"] for q in questions[:n]]
+    return questions[:n]
+
+
+def engine_settings(dtype: str = "float32"):
+    from lorapress.engine import EngineSettings
+
+    return EngineSettings(model=MODEL, dtype=dtype, max_model_len=2048, seed=0, max_num_seqs=64,
+                          trust_remote_code=False, chat_template_kwargs={})
+
+
+def conversations(questions: list[dict]) -> list[list[dict]]:
+    from lorapress.evaluate import question_messages
+
+    return [question_messages(q, "Answer in a few words.") for q in questions]

@@ -1,4 +1,4 @@
-"""`lorapress aggregate` pinned on hand-computed examples."""
+"""`lorapress aggregate` pinned on hand-computed and simulated examples."""
 
 import json
 
@@ -7,11 +7,14 @@ import pandas as pd
 import pytest
 
 from lorapress.aggregate import (
-    aggregate, capacity_knee, capacity_table, compression_table, fit_rank_recommendation,
-    question_scores, rank_table, run_metrics, scores_table,
+    Settings, Study, capacity_knee, capacity_table, compression_table, curve_summary, question_scores, rank_table,
+    run_metrics, run_scores, standalone, trained_questions,
 )
+from lorapress.uncertainty import Bootstrap
 
 COLUMNS = ["dataset", "experiment", "condition", "rank", "items", "seed", "metric", "value", "n"]
+BOOT = Bootstrap(1000, 0.95, 0)
+SETTINGS = Settings(metrics=["f1"], n_resamples=1000, confidence=0.95, seed=0, inert_tolerance=1e-3)
 
 
 def row(condition, value, experiment="compression", rank=8, items="all", seed=0, metric="f1", dataset="wiki"):
@@ -20,143 +23,195 @@ def row(condition, value, experiment="compression", rank=8, items="all", seed=0,
     return dict(zip(COLUMNS, [dataset, experiment, condition, rank, items, seed, metric, value, 10]))
 
 
-def test_compression_percentages_by_hand():
+def by_condition(table, metric="f1"):
+    return table[table["metric"] == metric].set_index("condition")
+
+
+def test_compression_differences_by_hand():
     scores = pd.DataFrame([row("baseline", 20.0), row("original_text", 40.0), row("summ_l3_medium", 28.0),
                            row("summ_l3_medium", 32.0, seed=1), row("ext", 10.0)])
-    table = compression_table(scores, "wiki", "f1").set_index("condition")
-    assert list(table.index) == ["original_text", "summ_l3_medium", "baseline", "ext"]  # best first
-    assert table.loc["summ_l3_medium", "score"] == 30.0  # mean over seeds
-    assert table.loc["summ_l3_medium", "seed_sd"] == pytest.approx(np.std([28, 32], ddof=1))
-    assert table.loc["summ_l3_medium", "vs_baseline_pct"] == pytest.approx(50.0)  # (30-20)/20
-    assert table.loc["summ_l3_medium", "vs_original_pct"] == pytest.approx(-25.0)  # (30-40)/40
+    table = by_condition(compression_table(Study(scores, "wiki", BOOT), ["f1"]))
+    assert list(table.index) == ["baseline", "original_text", "summ_l3_medium", "ext"]  # the study's order
+    l3 = table.loc["summ_l3_medium"]
+    assert l3["score"] == 30.0 and l3["seed_sd"] == pytest.approx(np.std([28, 32], ddof=1))  # mean over seeds
+    assert l3["vs_baseline_diff"] == 10.0 and l3["vs_baseline_pct"] == pytest.approx(50.0)
+    assert l3["vs_original_diff"] == -10.0 and l3["vs_original_pct"] == pytest.approx(-25.0)
     assert table.loc["ext", "vs_baseline_pct"] == pytest.approx(-50.0)
-    assert table.loc["baseline", "vs_baseline_pct"] == 0.0
-    assert list(table.reset_index().columns[:4]) == ["condition", "score", "vs_baseline_pct", "vs_original_pct"]
+    # one run a side and no per-question scores: nothing to resample, so no interval and no flag
+    assert np.isnan(table.loc["ext", "vs_baseline_ci_low"]) and table.loc["ext", "vs_baseline_sig"] is None
 
 
-def test_zero_baseline_gives_no_percentage():
-    table = compression_table(pd.DataFrame([row("baseline", 0.0), row("original_text", 5.0)]), "wiki", "f1")
-    assert pd.isna(table.set_index("condition").loc["original_text", "vs_baseline_pct"])
-
-
-def test_capacity_previous_tier_deltas_peak_and_knee(tmp_path):
-    curve = {4: 20.0, 8: 30.0, 16: 34.0, 32: 35.0}
-    scores = pd.DataFrame([row("baseline", 10.0, "capacity")] +
-                          [row("original_text", v, "capacity", items=n) for n, v in curve.items()])
-    table = capacity_table(scores, "wiki", "f1")
-    assert table["items"].tolist() == [0, 4, 8, 16, 32]
-    assert table["vs_previous"].tolist()[1:] == [10.0, 10.0, 4.0, 1.0]
-    assert table["vs_baseline_pct"].tolist() == [0.0, 100.0, 200.0, 240.0, 250.0]
-    aggregate(scores, "f1", tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())["wiki"]
-    assert summary["capacity_peak_items"] == 32
-    assert summary["capacity_knee_items"] == 8.0  # kneed on 0,4,8,16,32 -> 10,20,30,34,35
-
-
-def test_knee_needs_three_points():
-    assert capacity_knee([0, 10], [1, 2]) is None
-
-
-def test_rank_tables_have_one_score_column_per_rank():
-    scores = pd.DataFrame([row("baseline", 1.0, "rank_items")] + [
-        row("original_text", 10 * r + n, "rank_items", rank=r, items=n) for r in (4, 16) for n in (100, 300)])
-    table = rank_table(scores, "wiki", "f1", "rank_items")
-    assert table["items"].tolist() == [100, 300]
-    assert table["rank_4"].tolist() == [140.0, 340.0] and table["rank_16"].tolist() == [260.0, 460.0]
-    assert list(table.columns[:3]) == ["items", "rank_4", "rank_16"]
-
-
-def test_rank_recommendation_recovers_a_known_relation():
-    # score = 10 + 2*log2(r) - 0.1*TRR + 0.05*log2(r)*TRR: higher ranks pay off as TRR rises past 40
-    trr = {"original_text": 0.0, "summ_l3_medium": 60.0, "summ_l5_extreme": 90.0}
-    rows = []
-    for variant, t in trr.items():
-        for r in (4, 16):
-            rows.append({"condition": variant, "trr_mean": t,
-                         f"rank_{r}": 10 + 2 * np.log2(r) - 0.1 * t + 0.05 * np.log2(r) * t})
-    table = pd.DataFrame(rows).groupby(["condition", "trr_mean"]).first().reset_index()
-    fit = fit_rank_recommendation(table)
-    assert fit["available"] and fit["r2"] == pytest.approx(1.0)
-    assert fit["coefficients"]["b"] == pytest.approx(2.0) and fit["coefficients"]["d"] == pytest.approx(0.05)
-    assert [b["recommended_rank"] for b in fit["bands"]] == [16, 16, 16, 16]
-    assert fit["bands"][0]["gain_per_rank_doubling"] == pytest.approx(2 + 0.05 * 15)
-
-
-def test_rank_recommendation_says_why_it_is_missing():
-    assert fit_rank_recommendation(pd.DataFrame())["available"] is False
-
-
-def per_question(run_id, values, metric="f1"):
+def per_question(run_id, values, metric="f1", qtype="wiki"):
     return pd.DataFrame({"run_id": run_id, "question_id": [f"q{i}" for i in range(len(values))], "metric": metric,
-                         "value": values, "question_type": "wiki", "abstention": False, "dataset": "wiki"})
+                         "value": values, "question_type": qtype, "abstention": False, "question_set": "dataset",
+                         "dataset": "wiki"})
 
 
-def test_bootstrap_ci_and_significance_flags():
+FIELDS = {"baseline": ("baseline", 0, 0, 0), "original_text/r8_nall_s0": ("original_text", 8, "all", 0),
+          "ext/r8_nall_s0": ("ext", 8, "all", 0), "summ_l1_slight/r8_nall_s0": ("summ_l1_slight", 8, "all", 0)}
+
+
+def with_fields(frame):
+    fields = pd.DataFrame([{"run_id": r, "condition": c, "rank": k, "items": i, "seed": s}
+                           for r, (c, k, i, s) in FIELDS.items()])
+    return frame.merge(fields, on="run_id")
+
+
+def test_intervals_flags_and_holm_on_per_question_scores():
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 20, 60)
-    records = pd.concat([per_question("baseline", base), per_question("original_text/r8_nall_s0", base + 30),
-                         per_question("ext/r8_nall_s0", base + rng.normal(0, 1, 60))])
-    qs = records.merge(pd.DataFrame([{"run_id": "baseline", "condition": "baseline", "rank": 0, "items": 0, "seed": 0},
-                                     {"run_id": "original_text/r8_nall_s0", "condition": "original_text", "rank": 8,
-                                      "items": "all", "seed": 0},
-                                     {"run_id": "ext/r8_nall_s0", "condition": "ext", "rank": 8, "items": "all",
-                                      "seed": 0}]), on="run_id")
-    scores = scores_table(qs, "wiki", [("compression", r) for r in qs["run_id"].unique()])
-    table = compression_table(scores, "wiki", "f1", qs).set_index("condition")
+    qs = with_fields(pd.concat([per_question("baseline", base), per_question("original_text/r8_nall_s0", base + 30),
+                                per_question("ext/r8_nall_s0", base + rng.normal(0, 1, 60)),
+                                per_question("summ_l1_slight/r8_nall_s0", base + 0.6 + rng.normal(0, 1, 60))]))
+    scores = run_scores(qs, "wiki", [("compression", r) for r in FIELDS])
+    table = by_condition(compression_table(Study(scores, "wiki", BOOT, qs), ["f1"]))
     orig = table.loc["original_text"]
-    assert orig["ci_low"] < orig["score"] < orig["ci_high"]
-    assert orig["vs_baseline_diff"] == pytest.approx(30.0)
-    assert orig["vs_baseline_ci_low"] == pytest.approx(30.0) and orig["vs_baseline_sig"] == True  # noqa: E712
-    assert table.loc["ext", "vs_baseline_sig"] == False  # noqa: E712  noise around zero
+    assert orig["ci_low"] < orig["score"] < orig["ci_high"] and orig["n_questions"] == 60
+    assert orig["vs_baseline_diff"] == pytest.approx(30.0) and orig["vs_baseline_ci_low"] == pytest.approx(30.0)
+    assert orig["vs_baseline_sig"] and orig["vs_baseline_sig_holm"]
+    assert not table.loc["ext", "vs_baseline_sig"]  # noise around zero
+    assert table.loc["baseline", "vs_baseline_sig"] is None  # no comparison with itself
+    assert {"vs_baseline_sig_holm", "vs_original_sig_holm", "vs_baseline_p"} <= set(table.columns)
 
 
-def test_judge_metrics_leave_out_unparsed_and_report_them():
-    qs = per_question("baseline", [5, 3, None, 4], metric="judge_score")
-    metrics = {m: (v, n) for m, v, n in run_metrics(qs)}
-    assert metrics["judge_score"] == (4.0, 3)
-    assert metrics["judge_unparsed_pct"] == (25.0, 4)
+def test_delta_and_interval_share_their_questions_when_judgements_are_missing():
+    a = per_question("original_text/r8_nall_s0", [5, 5, np.nan, np.nan, 5, 5], metric="judge_score")
+    b = per_question("baseline", [1, 1, 5, 5, 1, 1], metric="judge_score")
+    qs = with_fields(pd.concat([a, b]))
+    scores = run_scores(qs, "wiki", [("compression", "baseline"), ("compression", "original_text/r8_nall_s0")])
+    table = by_condition(compression_table(Study(scores, "wiki", BOOT, qs), ["judge_score"]), "judge_score")
+    orig = table.loc["original_text"]
+    assert orig["vs_baseline_diff"] == pytest.approx(4.0)  # on the 4 questions both have, not 5 - 2.33
+    assert orig["vs_baseline_ci_low"] == pytest.approx(4.0) and orig["vs_baseline_ci_high"] == pytest.approx(4.0)
+
+
+def test_zero_baseline_keeps_its_difference_interval_and_flag():
+    qs = with_fields(pd.concat([per_question("baseline", [0.0] * 30),
+                                per_question("original_text/r8_nall_s0", [0.0, 10.0, 20.0] * 10)]))
+    scores = run_scores(qs, "wiki", [("compression", "baseline"), ("compression", "original_text/r8_nall_s0")])
+    orig = by_condition(compression_table(Study(scores, "wiki", BOOT, qs), ["f1"])).loc["original_text"]
+    assert np.isnan(orig["vs_baseline_pct"]) and orig["vs_baseline_diff"] == pytest.approx(10.0)
+    assert orig["vs_baseline_ci_low"] > 0 and orig["vs_baseline_sig"]
+
+
+def capacity_scores(curve, baseline=10.0):
+    return pd.DataFrame([row("baseline", baseline, "capacity")] +
+                        [row("original_text", v, "capacity", items=n) for n, v in curve.items()])
+
+
+def test_capacity_previous_tier_deltas_peak_and_knee():
+    curve = {4: 20.0, 8: 30.0, 16: 34.0, 32: 35.0}
+    study = Study(capacity_scores(curve), "wiki", BOOT)
+    table = capacity_table(study, ["f1"])
+    assert table["items"].tolist() == [0, 4, 8, 16, 32] and set(table["curve"]) == {"all"}
+    assert table["vs_previous_diff"].tolist()[1:] == [10.0, 10.0, 4.0, 1.0]
+    assert table["vs_baseline_pct"].tolist() == [0.0, 100.0, 200.0, 240.0, 250.0]
+    summary = curve_summary(study, "f1", "all")
+    assert summary["peak_items"] == 32
+    assert summary["knee_items"] == 8.0  # kneed on the trained tiers 4, 8, 16, 32 -> 20, 30, 34, 35
+
+
+def test_knee_on_trained_tiers_only():
+    assert capacity_knee([0, 10], [1, 2]) is None
+    assert capacity_knee([0, 4, 8, 16, 32, 64], [10, 20, 30, 34, 35, 20]) == 8.0  # after the peak: ignored
+    assert capacity_knee([0, 4, 8, 16], [10, 9, 8, 7]) is None  # never rises: no knee
+
+
+def test_retention_curve_scores_each_tier_on_its_own_items():
+    """Old: every tier on the full question set, so the curve rose as more items were simply covered."""
+    items = [f"a{i}" for i in range(4)]
+    question_items = {f"q{i}": [items[i]] for i in range(4)}
+    assert trained_questions(question_items, items, 2) == {"q0", "q1"}
+    # tier 2 knows items 0-1 perfectly (100) and nothing else (0); tier 4 knows all four half-way (50)
+    qs = pd.concat([
+        pd.DataFrame({"run_id": "baseline", "question_id": list(question_items), "value": 0.0, "condition": "baseline",
+                      "rank": 0, "items": 0}),
+        pd.DataFrame({"run_id": "original_text/r8_n2_s0", "question_id": list(question_items),
+                      "value": [100.0, 100.0, 0.0, 0.0], "condition": "original_text", "rank": 8, "items": 2}),
+        pd.DataFrame({"run_id": "original_text/r8_n4_s0", "question_id": list(question_items), "value": 50.0,
+                      "condition": "original_text", "rank": 8, "items": 4})]).assign(
+        dataset="wiki", seed=0, metric="f1", question_set="dataset", question_type="wiki", abstention=False)
+    scores = run_scores(qs, "wiki", [("capacity", "baseline"), ("capacity", "original_text/r8_n2_s0"),
+                                     ("capacity", "original_text/r8_n4_s0")])
+    table = capacity_table(Study(scores, "wiki", BOOT, qs), ["f1"], question_items, items)
+    trained = table[table["curve"] == "trained"].set_index("items")["score"]
+    everything = table[table["curve"] == "all"].set_index("items")["score"]
+    assert everything[2] == everything[4] == 50.0  # on all questions the tiers look alike
+    assert trained[2] == 100.0 and trained[4] == 50.0  # retention: the small tier keeps what it learned
+
+
+def test_foreign_scores_build_each_experiments_table_from_its_own_rows():
+    """Another study's long file: blank baseline rank, full-set runs with their item count (500), the same
+    settings in several experiments as separate runs, replicates within an experiment. Old: empty
+    compression table, capacity without baseline."""
+    rows = []
+    for experiment, base in (("compression", 2.0), ("capacity", 2.1)):
+        rows.append({**row("baseline", base, experiment), "rank": "", "items": ""})
+    for value in (3.2224, 3.2272, 3.2368, 3.2589):  # replicate runs of r16/500/original_text, seed not told apart
+        rows.append(row("original_text", value, "compression", rank=16, items=500, seed=0))
+    rows.append(row("summ_l5_extreme", 2.212, "compression", rank=16, items=500))
+    rows += [row("original_text", v, "capacity", rank=16, items=n) for n, v in ((50, 2.5), (250, 3.3), (500, 3.1))]
+    scores = pd.DataFrame(rows)
+    result = standalone(scores, SETTINGS, None, None)
+    compression = by_condition(result["tables"][("compression", "wiki")])
+    assert list(compression.index) == ["baseline", "original_text", "summ_l5_extreme"]
+    orig = compression.loc["original_text"]
+    assert orig["n_seeds"] == 4 and orig["score"] == pytest.approx(np.mean([3.2224, 3.2272, 3.2368, 3.2589]))
+    assert orig["vs_baseline_diff"] == pytest.approx(orig["score"] - 2.0)  # its own experiment's baseline
+    capacity = result["tables"][("capacity", "wiki")]
+    assert capacity["items"].tolist() == [0, 50, 250, 500]
+    assert capacity["score"].iloc[0] == 2.1  # the capacity experiment's own baseline row
+    assert result["summary"]["wiki"]["capacity"]["f1"]["all"]["peak_items"] == 250
+
+
+def test_rank_tables_have_one_row_per_rank_and_a_difference_to_the_top_rank():
+    scores = pd.DataFrame([row("baseline", 1.0, "rank_items")] + [
+        row("original_text", 10 * r + n, "rank_items", rank=r, items=n) for r in (4, 16) for n in (100, 300)])
+    table = rank_table(Study(scores, "wiki", BOOT), ["f1"], "rank_items")
+    assert table[["items", "rank"]].values.tolist() == [["100", 4], ["100", 16], ["300", 4], ["300", 16]]
+    assert table["score"].tolist() == [140.0, 260.0, 340.0, 460.0]
+    assert table["vs_top_rank_diff"].tolist() == [-120.0, 0.0, -120.0, 0.0]
+
+
+def test_judge_metrics_count_unparsed_verdicts():
+    metrics = {m: (v, n) for m, v, n in run_metrics(per_question("baseline", [5, 3, None, 4], metric="judge_score"))}
+    assert metrics["judge_score"] == (4.0, 3) and metrics["judge_unparsed_pct"] == (25.0, 4)
 
 
 def test_longmemeval_accuracy_per_type_task_average_and_abstention():
-    records = pd.DataFrame({
+    answers = pd.DataFrame({
         "run_id": "baseline", "question_id": ["a", "b", "c", "d_abs"], "question_set": "dataset",
         "question_type": ["temporal-reasoning", "temporal-reasoning", "knowledge-update", "multi-session"],
-        "abstention": [False, False, False, True], "judge_correct": [1, 0, 1, None],
+        "abstention": [False, False, False, True], "truncated": False, "answer_loglik": -1.0,
+        "distractor_loglik": [-2.0, -2.0, -2.0, None], "distractors_beaten": [1.0, 0.5, 1.0, None],
         **{m: [50.0] * 4 for m in ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "f1")}})
-    metrics = {m: (v, n) for m, v, n in run_metrics(question_scores(records, "longmemeval"))}
+    verdicts = pd.DataFrame({"run_id": "baseline", "question_id": ["a", "b", "c", "d_abs"],
+                             "judge_correct": [1, 0, 1, None], "judge_p_yes": [0.9, 0.2, 0.8, None]})
+    metrics = {m: (v, n) for m, v, n in run_metrics(question_scores(answers, verdicts, "longmemeval"))}
     assert metrics["judge_accuracy"] == (pytest.approx(200 / 3), 3)
     assert metrics["judge_accuracy[temporal-reasoning]"] == (50.0, 2)
-    assert metrics["judge_accuracy[knowledge-update]"] == (100.0, 1)
-    assert metrics["judge_task_avg_accuracy"][0] == pytest.approx(75.0)  # mean over types with a verdict
-    assert "judge_abstention_accuracy" not in metrics  # its only question was unparsed
-    assert metrics["judge_unparsed_pct"] == (25.0, 4)
+    assert metrics["judge_task_avg_accuracy"][0] == pytest.approx(75.0)  # mean over the types with a verdict
+    assert "judge_abstention_accuracy" not in metrics and metrics["judge_unparsed_pct"] == (25.0, 4)
+    assert metrics["answer_margin"] == (1.0, 3) and metrics["answer_preferred"] == (pytest.approx(250 / 3), 3)
 
 
-def test_scores_table_repeats_shared_runs_per_experiment():
-    qs = pd.concat([per_question("baseline", [10.0, 20.0]), per_question("original_text/r8_nall_s0", [30.0, 50.0])])
-    qs = qs.merge(pd.DataFrame([{"run_id": "baseline", "condition": "baseline", "rank": 0, "items": 0, "seed": 0},
-                                {"run_id": "original_text/r8_nall_s0", "condition": "original_text", "rank": 8,
-                                 "items": "all", "seed": 0}]), on="run_id")
-    table = scores_table(qs, "wiki", [("compression", "baseline"), ("compression", "original_text/r8_nall_s0"),
-                                      ("rank_compression", "original_text/r8_nall_s0")])
-    assert set(table["experiment"]) == {"compression", "rank_compression"}
-    shared = table[(table.condition == "original_text") & (table.metric == "f1")]
-    assert shared["value"].tolist() == [40.0, 40.0]
-
-
-def test_aggregate_rejects_unknown_metric(tmp_path):
-    with pytest.raises(ValueError, match="metric 'bleu' not in"):
-        aggregate(pd.DataFrame([row("baseline", 1.0)]), "bleu", tmp_path)
-
-
-def test_forgetting_is_the_control_change_against_baseline(tmp_path):
+def test_forgetting_is_the_control_change_against_baseline():
     scores = pd.DataFrame([row("baseline", 10.0), row("original_text", 20.0),
                            row("baseline", 60.0, metric="control_f1"), row("original_text", 45.0, metric="control_f1")])
-    aggregate(scores, "f1", tmp_path)
-    table = pd.read_csv(tmp_path / "compression_wiki.csv").set_index("condition")
-    assert table.loc["original_text", "control_drop"] == -15.0 and table.loc["baseline", "control_drop"] == 0.0
+    table = by_condition(compression_table(Study(scores, "wiki", BOOT), ["f1"]), "control_f1")
+    assert table.loc["original_text", "vs_baseline_diff"] == -15.0
 
 
-def test_knee_ignores_the_curve_after_its_peak_and_flat_starts():
-    assert capacity_knee([0, 4, 8, 16, 32, 64], [10, 20, 30, 34, 35, 20]) == 8.0
-    assert capacity_knee([0, 4, 8, 16], [10, 9, 8, 7]) is None  # never rises: no knee
+def test_unknown_metric_is_one_clear_error(tmp_path):
+    from lorapress.io import StageError
+
+    with pytest.raises(StageError, match="none of the metrics \\['bleu'\\]"):
+        standalone(pd.DataFrame([row("baseline", 1.0)]), Settings(["bleu"], 100, 0.95, 0, 1e-3), None, None)
+
+
+def test_settings_come_whole_from_the_config():
+    from lorapress.io import StageError
+
+    with pytest.raises(StageError, match="missing keys"):
+        Settings.from_dict({"metrics": ["f1"]})
+    assert json.loads(json.dumps(SETTINGS.__dict__)) == SETTINGS.__dict__

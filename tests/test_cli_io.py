@@ -1,5 +1,8 @@
+import json
 import subprocess
 import sys
+
+import pandas as pd
 
 import pytest
 
@@ -13,9 +16,15 @@ def lorapress(*args):
 
 
 def test_every_stage_has_help():
-    for stage in ("model", "download", "prepare", "compress", "stats", "train", "evaluate", "aggregate", "report"):
+    from lorapress.cli import STAGES
+
+    assert set(STAGES) == {"model", "download", "prepare", "compress", "stats", "train", "evaluate", "judge",
+                           "decompose", "aggregate", "report", "plan"}
+    for stage in STAGES:
         out = lorapress(stage, "--help")
         assert out.returncode == 0 and "usage: lorapress " + stage in out.stdout
+    out = lorapress("nonsense")
+    assert out.returncode == 2 and "unknown stage 'nonsense'" in out.stderr
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
@@ -28,16 +37,32 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
+SETTINGS = '{"metrics": ["f1"], "n_resamples": 200, "confidence": 0.95, "seed": 0, "inert_tolerance": 0.001}'
+
+
 def test_aggregate_runs_on_its_own(tmp_path):
     scores = tmp_path / "scores.csv"
     scores.write_text("dataset,experiment,condition,rank,items,seed,metric,value,n\n"
-                      "wiki,compression,baseline,0,0,0,f1,10,5\n"
-                      "wiki,compression,original_text,8,all,0,f1,30,5\n")
-    out = lorapress("aggregate", "--scores", str(scores), "--metric", "f1", "--out", str(tmp_path / "t"))
+                      "wiki,compression,baseline,,,0,f1,10,5\n"
+                      "wiki,compression,original_text,8,all,0,f1,30,5\n"
+                      "wiki,compression,original_text,8,all,1,f1,34,5\n")
+    out = lorapress("aggregate", "--settings", SETTINGS, "--from-scores", str(scores), "--out-dir", str(tmp_path / "t"))
     assert out.returncode == 0, out.stderr
-    lines = (tmp_path / "t/compression_wiki.csv").read_text().splitlines()
-    assert lines[0].startswith("condition,score,vs_baseline_pct,vs_original_pct,")
-    assert lines[1].startswith("original_text,30.0000,200.0000,0.0000,")
+    table = pd.read_csv(tmp_path / "t/compression_wiki.csv").set_index("condition")
+    assert list(table.columns[:4]) == ["rank", "items", "metric", "score"]
+    assert table.loc["original_text", "score"] == 32.0 and table.loc["original_text", "vs_baseline_diff"] == 22.0
+    assert table.loc["original_text", "vs_baseline_pct"] == 220.0 and table.loc["original_text", "n_seeds"] == 2
+    assert json.loads((tmp_path / "t/summary.json").read_text())["wiki"]["best_condition"]["f1"]["condition"] == \
+        "original_text"
+
+
+def test_aggregate_names_a_wrong_metric_in_one_line(tmp_path):
+    scores = tmp_path / "scores.csv"
+    scores.write_text("dataset,experiment,condition,rank,items,seed,metric,value,n\nwiki,compression,baseline,0,0,0,f1,1,1\n")
+    out = lorapress("aggregate", "--settings", SETTINGS.replace('"f1"', '"bleu"'), "--from-scores", str(scores),
+                    "--out-dir", str(tmp_path / "t"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "lorapress aggregate: error: wiki: none of the metrics ['bleu'] is in the scores table; present: ['f1']"]
 
 
 def test_atomic_path_leaves_nothing_when_interrupted(tmp_path):

@@ -1,4 +1,4 @@
-"""The config schema is the single description of every key; config.yaml must agree with it."""
+"""The config schema is the one source of defaults, and a config mistake fails before any compute."""
 
 import copy
 
@@ -7,6 +7,9 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import REPO
+
+from lorapress.config import ConfigError, check_schema, check_semantics, resolve
+from lorapress.hardware import Hardware
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
@@ -25,11 +28,8 @@ def described(schema: dict, path: str = ""):
         yield from described(extra, f"{path}.*")
 
 
-schema_root = load(SCHEMA)
-
-
 def test_every_key_has_a_description():
-    missing = [p for p, sub in described(schema_root) if not sub.get("description")]
+    missing = [p for p, sub in described(load(SCHEMA)) if not sub.get("description")]
     assert missing == []
 
 
@@ -58,12 +58,60 @@ def test_config_yaml_equals_the_schema_defaults():
     assert differing == DELIBERATE
 
 
-def test_validation_rejects_unknown_keys_and_bad_values():
+def full_config():
     config = load(REPO / "config.yaml")
-    config["train"]["rnak"] = 4
-    with pytest.raises(Exception, match="rnak"):
-        validate(config, str(SCHEMA))
+    validate(config, str(SCHEMA))
+    return config
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["train"].update(rnak=4), "config train: Additional properties are not allowed ('rnak' was unexpected)"),
+    (lambda c: c["aggregate"].update(metrics=["accuracy"]), "config aggregate.metrics.0: 'accuracy' is not one of"),
+    (lambda c: c["experiments"]["rank_items"].update(ranks=[4]), "config experiments.rank_items.ranks: [4] is too short"),
+    (lambda c: c["experiments"]["capacity"].update(items=[8]), "config experiments.capacity.items: [8] is too short"),
+    (lambda c: c["compression"]["levels"]["summ_l3_medium"].update(prompt="Summarise it."),
+     "config compression.levels.summ_l3_medium.prompt: 'Summarise it.' does not match"),
+    (lambda c: c["compression"]["levels"]["summ_l3_medium"].update(target_trr=120),
+     "config compression.levels.summ_l3_medium.target_trr: 120 is greater than the maximum of 100"),
+    (lambda c: c["model"].update(dtype="fp8"), "config model.dtype: 'fp8' is not one of"),
+])
+def test_schema_mistakes_are_one_line_naming_the_key(edit, message):
     config = load(REPO / "config.yaml")
-    config["compression"]["levels"]["summ_l3_medium"]["target_trr"] = 120
-    with pytest.raises(Exception, match="120"):
-        validate(config, str(SCHEMA))
+    edit(config)
+    with pytest.raises(ConfigError) as caught:
+        check_schema(config, SCHEMA)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["judge"].update(model="openai:gpt-judge"), "config judge.base_url: required when judge.model is openai:NAME"),
+    (lambda c: c["compression"].update(variants=["original_text", "summ_l1_slight"]),
+     "config experiments.rank_compression.variants: ['summ_l3_medium', 'summ_l5_extreme'] not in compression.variants"),
+    (lambda c: c["compression"]["levels"].pop("summ_l2_light"),
+     "config compression.levels.summ_l2_light: missing, but summ_l2_light is in compression.variants"),
+    (lambda c: c["compression"].update(shards={"nope": 2}), "config compression.shards: unknown datasets ['nope']"),
+    (lambda c: c["experiments"]["capacity"].update(datasets=["wikki"]),
+     "config experiments.capacity.datasets: unknown datasets ['wikki']"),
+])
+def test_what_the_schema_cannot_say_fails_before_compute(edit, message):
+    config = full_config()
+    edit(config)
+    with pytest.raises(ConfigError, match="^" + message.replace("[", "\\[").replace("]", "\\]") + "$"):
+        check_semantics(config)
+
+
+def test_auto_resolves_per_machine_and_explicit_values_win():
+    config = full_config()
+    avx2 = Hardware(cpu_flags=("avx2",))
+    bf16 = Hardware(cpu_flags=("avx2", "avx512_bf16"))
+    assert resolve(config, avx2)["dtype"] == "float32" and resolve(config, avx2)["backend"] == "transformers"
+    assert resolve(config, bf16)["dtype"] == resolve(config, bf16)["train_dtype"] == "bfloat16"
+    config["train"]["compute_dtype"] = "float32"
+    assert resolve(config, bf16)["train_dtype"] == "float32"
+    config["resources"]["gpu"] = 1  # GPU jobs planned on a machine that cannot see the GPU
+    with pytest.raises(ConfigError, match="config model.dtype: auto needs the GPU"):
+        resolve(config, avx2)
+    config["model"]["dtype"] = "bfloat16"
+    assert resolve(config, avx2) | {"hardware": None} == {
+        "dtype": "bfloat16", "dtype_reason": "set explicitly", "train_dtype": "float32", "backend": "vllm",
+        "compression_backend": "vllm", "hardware": None}

@@ -32,7 +32,7 @@ def test_every_rule_names_an_existing_env():
     rules = envs = 0
     for rule_file in (REPO / "workflow/rules").glob("*.smk"):
         text = rule_file.read_text()
-        rules += len(re.findall(r"^rule ", text, re.M))
+        rules += len(re.findall(r"^\s*rule ", text, re.M))  # conditional rules are indented
         for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', text):
             envs += 1
             assert (rule_file.parent / env).resolve().exists(), f"{rule_file.name}: {env}"

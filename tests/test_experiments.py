@@ -27,10 +27,29 @@ def test_run_ids_round_trip_and_name_the_adapter_path():
                                                       "items": 0, "seed": 0}
 
 
-def test_chunks_cover_every_run_once():
+def test_chunks_cover_every_run_once_within_the_cap():
     chunks = eval_chunks(config(), "wiki")
-    flat = [r for c in chunks for r in c]
-    assert len(flat) == len(set(flat)) == 15 and max(len(c) for c in chunks) == 4
+    flat = [r for c in chunks.values() for r in c]
+    assert len(flat) == len(set(flat)) == 15 and max(len(c) for c in chunks.values()) <= 4
+
+
+def test_adding_a_run_changes_only_the_chunk_it_falls_in():
+    """Old: positional slices of the sorted runs, so one added run shifted every later chunk."""
+    base = config()
+    base["train"]["seeds"] = [0]  # one tier = one run
+    base["experiments"]["capacity"] = {"items": [4, 8, 16, 32, 64, 128]}
+    before = eval_chunks(base, "wiki")
+    for n in (12, 25, 50, 100, 150, 200, 250, 300):
+        grown = config()
+        grown["train"]["seeds"] = [0]
+        grown["experiments"]["capacity"] = {"items": [4, 8, 16, 32, 64, 128, n]}
+        after = eval_chunks(grown, "wiki")
+        changed_before = {name for name, runs in before.items() if after.get(name) != runs}
+        changed_after = {name for name, runs in after.items() if before.get(name) != runs}
+        new_runs = {r for c in after.values() for r in c} - {r for c in before.values() for r in c}
+        # what changed is one chunk's runs (possibly split in two), plus the new runs
+        reran = {r for name in changed_after for r in after[name]}
+        assert len(changed_before) <= 1 and reran - new_runs <= {r for name in changed_before for r in before[name]}
 
 
 def test_grids_share_identical_runs():

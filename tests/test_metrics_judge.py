@@ -1,7 +1,10 @@
 import pytest
 
-from lorapress.judge import longmemeval_prompt, parse_score, parse_verdict, wiki_prompt
-from lorapress.metrics import answer_scores
+from lorapress.judge import (
+    SCORE_CHOICES, VERDICT_CHOICES, judge_items, longmemeval_prompt, parse_score, parse_verdict, verdict_fields,
+    wiki_prompt,
+)
+from lorapress.metrics import answer_scores, distractor_scores
 
 
 def test_perfect_answer_scores_full_marks():
@@ -45,3 +48,44 @@ def test_longmemeval_prompts_differ_by_type():
     assert "rubric" in longmemeval_prompt("single-session-preference", False, *args)
     assert "not available" in longmemeval_prompt("multi-session", True, *args)
     assert "(no answer)" in wiki_prompt("Q?", "A", "")
+
+
+def test_graded_answer_comes_last_so_a_questions_judgements_share_their_prefix():
+    first, second = wiki_prompt("Q?", "A", "one answer"), wiki_prompt("Q?", "A", "another answer")
+    shared = len(first) - len("one answer")
+    assert first[:shared] == second[:shared] and first.endswith("one answer")
+
+
+def test_verdicts_carry_the_argmax_and_the_probability_weighted_score():
+    wiki = verdict_fields("wiki", "4", {"1": 0.1, "2": 0.0, "3": 0.2, "4": 0.5, "5": 0.2})
+    assert wiki["judge_score"] == 4 and wiki["judge_expected"] == pytest.approx(0.1 + 0.6 + 2.0 + 1.0)
+    lme = verdict_fields("temporal-reasoning", "no", {"yes": 0.3, "no": 0.7})
+    assert lme == {"judge_correct": 0, "judge_p_yes": 0.3}
+    assert verdict_fields("wiki", "four", None) == {"judge_score": None, "judge_expected": None}  # unparsed
+
+
+class Choosing:
+    """A judge engine that prefers a fixed choice; records what it was asked (a test double for `choose`)."""
+
+    def __init__(self, prefer):
+        self.prefer, self.calls = prefer, []
+
+    def choose(self, conversations, choices, *, adapters=None, groups=None):
+        self.calls.append((len(conversations), tuple(choices), groups))
+        return [{c: (0.9 if c == self.prefer(c, choices) else 0.1 / (len(choices) - 1)) for c in choices}
+                for _ in conversations]
+
+
+def test_constrained_judging_never_leaves_a_verdict_unparsed():
+    items = [({"question_id": "w1", "question": "Q?", "answer": "A", "question_type": "wiki"}, "A"),
+             ({"question_id": "l1", "question": "Q?", "answer": "A", "question_type": "knowledge-update"}, "B")]
+    judge = Choosing(lambda c, choices: "5" if choices == list(SCORE_CHOICES) else "no")
+    verdicts = judge_items(judge, items, constrained=True, max_tokens=8)
+    assert verdicts[0]["judge_score"] == 5 and verdicts[1]["judge_correct"] == 0
+    assert [c[1] for c in judge.calls] == [SCORE_CHOICES, VERDICT_CHOICES] and judge.calls[0][2] == ["w1"]
+
+
+def test_distractor_scores_average_the_distractors():
+    scores = distractor_scores([[-1.0, -1.0], [-3.0], [-0.5, -1.5], [-2.0]])
+    assert scores == {"answer_loglik": -1.0, "distractor_loglik": pytest.approx(-2.0), "distractors_beaten": 2 / 3}
+    assert distractor_scores([[-1.0]]) == {"answer_loglik": -1.0, "distractor_loglik": None, "distractors_beaten": None}

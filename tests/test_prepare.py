@@ -42,8 +42,35 @@ def test_sessions_are_deduplicated_sorted_by_date_and_stripped_of_has_answer(tmp
     docs, questions = load_longmemeval(path)
     assert [d["item_id"] for d in docs] == ["s3", "s1", "s2"]  # one item per session id, date order
     assert all("has_answer" not in d["text"] and "True" not in d["text"] for d in docs)
-    assert docs[2]["text"].splitlines()[1] == "user: I adopted a cat called Miso."
+    assert docs[2]["text"].splitlines()[0] == "user: I adopted a cat called Miso."
+    # the dated header is the item's title: compression rewrites only the text, so every variant keeps the date
+    assert docs[2]["title"] == "Chat session s2 on 2023/05/20 (Sat) 09:00" and "2023/05/20" not in docs[2]["text"]
     assert questions[0]["item_ids"] == ["s2"]
+
+
+def test_distractors_are_another_items_answer_of_the_same_kind():
+    from lorapress.prepare import answer_kind, assign_distractors
+
+    assert [answer_kind(a) for a in ("1897", "4,812", "Seven", "About 650", "Albrecht Summerfield")] == \
+        ["year", "number", "number", "number", "text"]
+    questions = [{"question_id": f"q{i}", "answer": a, "item_ids": [f"a{i // 2}"]}
+                 for i, a in enumerate(["1897", "Ada", "1342", "Ben", "Seven", "1911"])]
+    assign_distractors(questions, group_of=lambda q: "wiki", k=1)
+    # q4 ("Seven") has no other number of another item: it falls back to the next other item's answer
+    assert [q["distractor"] for q in questions] == ["1342", "Ben", "1911", "Ada", "1897", "1897"]
+    assign_distractors(questions, group_of=lambda q: "wiki", k=3)
+    # same kind first, then any other item's answer; never the question's own item
+    assert questions[0]["distractors"] == ["1342", "1911", "Ben"] and questions[0]["distractor"] == "1342"
+    assert questions[4]["distractors"] == ["1897", "Ada", "1342"]
+
+
+def test_abstention_questions_get_no_distractor(tmp_path):
+    path = tmp_path / "lme.json"
+    path.write_text(json.dumps([lme_record("q1"), lme_record("q2_abs"), lme_record("q3", answer="Tofu",
+                                haystack_session_ids=["s9", "s1"], answer_session_ids=["s9"])]))
+    _, questions = load_longmemeval(path)
+    by_id = {q["question_id"]: q for q in questions}
+    assert by_id["q2_abs"]["distractor"] is None and by_id["q1"]["distractor"] == "Tofu"
 
 
 def test_abstention_keeps_its_type(tmp_path):
@@ -159,7 +186,8 @@ def test_prepare_writes_docs_and_questions(tmp_path):
     assert read_jsonl(tmp_path / "d.jsonl")[1]["date"] == "2024-01-01"
     assert read_jsonl(tmp_path / "q.jsonl")[0] == {
         "question_id": "a1-q1", "question": "When was Article 1 founded?", "answer": "1801",
-        "question_type": "wiki", "item_ids": ["a1"], "abstention": False}
+        "question_type": "wiki", "item_ids": ["a1"], "abstention": False, "distractor": "1802",
+        "distractors": ["1802"]}
 
 
 def test_control_set_loads_and_rejects_duplicates(tmp_path):

@@ -1,65 +1,87 @@
-"""Stage `aggregate`: evaluation records -> score tables -> the study's answers.
+"""Stage `aggregate`: answers and verdicts -> per-question scores -> the study's tables and answers.
 
-Three layers, each usable on its own:
-1. `question_scores` / `scores_table`: per-question records -> the per-question
-   table and the long-format `scores.csv` (dataset, experiment, condition,
-   rank, items, seed, metric, value, n);
-2. `Cells`: a cell is a (condition, rank, items) averaged over seeds; its score
-   carries a bootstrap 95% CI over questions (when per-question scores exist)
-   and the spread over seeds; a difference between two cells carries a paired
-   bootstrap CI and a flag saying whether it excludes zero;
-3. the tables (compression, capacity, rank x items, rank x compression) and
-   `summary.json` (capacity peak and knee, best condition, the fitted
-   rank <-> compression recommendation).
+Layers, each usable on its own:
+1. `question_scores` / `run_scores`: per-question records -> the per-question table and the
+   long-format `scores.csv` (dataset, experiment, condition, rank, items, seed, metric, value, n);
+2. `Study`: a dataset's cells. A cell is a (condition, rank, items) of one experiment, its
+   replicates the experiment's runs of it (its seeds). Its score carries a two-stage
+   bootstrap interval (seeds, then questions: see `uncertainty`); a difference between cells
+   is paired on the questions both have, estimate and interval alike, with raw and
+   Holm-adjusted significance within its table;
+3. the tables (compression, capacity, rank x items, rank x compression), one row per cell and
+   metric, and `summary.json` (best condition, capacity peak and knee with their intervals,
+   the fitted rank recommendation, inert adapters, self-checks, judge controls, claims).
+
+`lorapress aggregate` runs on this pipeline's outputs, or on any long-format scores file
+(e.g. another study's): each experiment's table is built from that experiment's own rows,
+and rows repeating a setting within an experiment are its replicates.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from . import BASELINE, ORIGINAL, VARIANTS
+from .diagnostics import judge_controls, run_diagnostics
 from .experiments import Run
-from .io import atomic_path, write_json
+from .io import StageError, atomic_path, parse_json_arg, read_json, read_jsonl, write_json
+from .uncertainty import Bootstrap, argmax_interval, difference, estimate, holm, replicate_means
+
+log = logging.getLogger(__name__)
 
 OVERLAP_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "f1")
+LOGLIK_METRICS = ("answer_loglik", "answer_margin", "answer_preferred")
+JUDGE_METRICS = ("judge_score", "judge_expected", "judge_accuracy", "judge_p_yes")
+CONTROL_METRICS = {"f1": "control_f1", "answer_loglik": "control_loglik"}
+KNOWN_METRICS = (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, "truncated", *CONTROL_METRICS.values())
+# Names that stand for the judge's metric of each dataset: the rubric for wiki, the verdict elsewhere.
+ALIASES = {"judge": ("judge_score", "judge_accuracy"), "judge_weighted": ("judge_expected", "judge_p_yes")}
+METRIC_NAMES = (*KNOWN_METRICS, *ALIASES)
 SCORE_COLUMNS = ["dataset", "experiment", "condition", "rank", "items", "seed", "metric", "value", "n"]
-CONTROL_METRICS = {"f1": "control_f1", "exact_match": "control_exact_match"}
-# Bands of text reduction for which a rank is recommended (TRR %, lower bound inclusive).
-TRR_BANDS = ((0, 30), (30, 60), (60, 80), (80, 100))
-N_RESAMPLES = 2000
+QUESTION_KEYS = ["dataset", "condition", "rank", "items", "seed", "question_set", "question_id", "question_type",
+                 "abstention"]
 
 
 # ---------------------------------------------------------------- 1. scores
-def question_scores(records: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Per-question scores of every run, long format; judge verdicts as 0-100, unparsed as NaN."""
-    records = records.copy()
-    if "question_set" not in records:
-        records["question_set"] = "dataset"
-    if "judge_correct" in records:
-        records["judge_accuracy"] = 100 * records["judge_correct"].astype(float)
-    judged = [m for m in ("judge_score", "judge_accuracy") if m in records]
+def question_scores(answers: pd.DataFrame, verdicts: pd.DataFrame | None, dataset: str) -> pd.DataFrame:
+    """Per-question scores of every run, long format (judge verdicts and booleans as 0-100)."""
+    records = answers.copy()
+    records["answer_margin"] = records["answer_loglik"] - records["distractor_loglik"]
+    records["answer_preferred"] = 100.0 * records["distractors_beaten"].astype(float)
+    records["truncated"] = 100.0 * records["truncated"].astype(float)
+    if verdicts is not None and len(verdicts):
+        v = verdicts.copy()
+        if "judge_correct" in v:
+            v["judge_accuracy"] = 100 * v["judge_correct"].astype(float)
+        if "judge_p_yes" in v:
+            v["judge_p_yes"] = 100 * v["judge_p_yes"].astype(float)
+        keep = ["run_id", "question_id"] + [m for m in JUDGE_METRICS if m in v]
+        records = records.merge(v[keep], on=["run_id", "question_id"], how="left")
+    metrics = [m for m in (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, "truncated") if m in records]
     main = records[records["question_set"] == "dataset"]
-    frames = [main.melt(id_vars=["run_id", "question_id", "question_type", "abstention"],
-                        value_vars=list(OVERLAP_METRICS) + judged, var_name="metric")]
+    ids = ["run_id", "question_set", "question_id", "question_type", "abstention"]
+    frames = [main.melt(id_vars=ids, value_vars=metrics, var_name="metric")]
     control = records[records["question_set"] == "control"]
     if len(control):
-        control = control.rename(columns=CONTROL_METRICS)
-        frames.append(control.melt(id_vars=["run_id", "question_id", "question_type", "abstention"],
-                                   value_vars=list(CONTROL_METRICS.values()), var_name="metric"))
+        control = control.rename(columns={"f1": "control_f1", "answer_loglik": "control_loglik"})
+        frames.append(control.melt(id_vars=ids, value_vars=list(CONTROL_METRICS.values()), var_name="metric"))
     table = pd.concat(frames, ignore_index=True)
+    table["value"] = table["value"].astype(float)
     fields = pd.DataFrame([Run.from_id(dataset, r).fields() | {"run_id": r} for r in table["run_id"].unique()])
-    return table.merge(fields, on="run_id")
+    return table.merge(fields, on="run_id")[[*QUESTION_KEYS, "run_id", "metric", "value"]]
 
 
 def run_metrics(qs: pd.DataFrame) -> list[tuple[str, float, int]]:
-    """(metric, value, n) of one run from its per-question scores; n counts parsed judgements."""
+    """(metric, value, n) of one run from its per-question scores; n counts scored questions."""
     rows = []
     for metric, part in qs.groupby("metric", sort=False):
-        values = part["value"].astype(float)
+        values = part["value"]
         rows.append((metric, values.mean(), int(values.notna().sum())))
         if metric in ("judge_score", "judge_accuracy"):
             rows.append(("judge_unparsed_pct", 100 * values.isna().mean(), len(values)))
@@ -81,195 +103,327 @@ def _longmemeval_accuracies(part: pd.DataFrame) -> list[tuple[str, float, int]]:
     return rows
 
 
-def scores_table(qs: pd.DataFrame, dataset: str, experiments: list[tuple[str, str]]) -> pd.DataFrame:
+def run_scores(qs: pd.DataFrame, dataset: str, experiments: list[tuple[str, str]]) -> pd.DataFrame:
     """Long-format scores; a run shared by several experiments appears once per experiment."""
     per_run = {run_id: run_metrics(part) for run_id, part in qs.groupby("run_id", sort=False)}
     rows = []
     for experiment, run_id in experiments:
         if run_id not in per_run:
-            raise ValueError(f"{dataset}: no predictions for run {run_id!r} of experiment {experiment!r}")
+            raise StageError(f"{dataset}: no answers for run {run_id!r} of experiment {experiment!r}")
         fields = Run.from_id(dataset, run_id).fields()
         rows += [{**fields, "experiment": experiment, "metric": m, "value": v, "n": n} for m, v, n in per_run[run_id]]
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+def resolve_metric(metric: str, question_types) -> str:
+    """`judge` -> judge_score on wiki questions, judge_accuracy elsewhere (likewise `judge_weighted`)."""
+    if metric not in ALIASES:
+        return metric
+    rubric, verdict = ALIASES[metric]
+    return rubric if set(question_types) <= {"wiki"} else verdict
+
+
 # ---------------------------------------------------------------- 2. cells
-def _pct(score: float, reference: float) -> float:
-    return 100.0 * (score - reference) / reference if reference else float("nan")
+def items_key(items) -> str:
+    """One spelling of an item count: 'all', or the integer ('500', not '500.0')."""
+    if items is None or (isinstance(items, float) and math.isnan(items)) or items == "":
+        return "0"
+    try:
+        return str(int(float(items)))
+    except (TypeError, ValueError):
+        return str(items)
 
 
-def _items_key(items) -> str:
-    return str(items)
+@dataclass(frozen=True)
+class Cell:
+    condition: str
+    rank: int = 0
+    items: str = "0"
+
+    @classmethod
+    def of(cls, condition: str, rank=0, items="0") -> "Cell":
+        if condition == BASELINE:
+            return cls(BASELINE)
+        return cls(condition, int(float(rank)), items_key(items))
 
 
-class Cells:
-    """Scores of (condition, rank, items) cells of one dataset and metric, averaged over seeds."""
+class Study:
+    """One dataset's runs: cells per experiment, their per-question values, their uncertainty."""
 
-    def __init__(self, scores: pd.DataFrame, dataset: str, metric: str, qs: pd.DataFrame | None = None, seed: int = 0):
-        part = scores[(scores["dataset"] == dataset) & (scores["metric"] == metric)].copy()
-        part["items"] = part["items"].map(_items_key)
-        self.runs = part.drop_duplicates(["condition", "rank", "items", "seed"])
+    def __init__(self, scores: pd.DataFrame, dataset: str, boot: Bootstrap, qs: pd.DataFrame | None = None,
+                 n_items: int | None = None):
+        part = scores[scores["dataset"] == dataset].copy()
+        base = part["condition"] == BASELINE  # a baseline's rank and items may be blank (another study's file)
+        part["rank"] = pd.to_numeric(part["rank"].where(~base, 0), errors="coerce").fillna(0).astype(int)
+        part["items"] = part["items"].astype(object).where(~base, "0").map(items_key)
+        self.dataset, self.scores, self.boot, self.n_items = dataset, part, boot, n_items
         self.qs = None
         if qs is not None and len(qs):
-            q = qs[(qs["dataset"] == dataset) & (qs["metric"] == metric)].copy()
-            q["items"] = q["items"].map(_items_key)
+            q = qs[qs["dataset"] == dataset].copy()
+            q["items"] = q["items"].map(items_key)
+            q["rank"] = q["rank"].astype(int)
             self.qs = q
-        self.rng = np.random.default_rng(seed)
+            self._cells = {key: part for key, part in q.groupby(["metric", "condition", "rank", "items"])}
+            self._questions = {m: sorted(part["question_id"].unique()) for m, part in q.groupby("metric")}
+            self.question_types = sorted(q.loc[q["question_set"] == "dataset", "question_type"].unique())
+        else:
+            self.question_types = ["wiki"] if dataset == "wiki" else []
 
-    def _key(self, condition: str, rank: int, items) -> tuple:
-        if condition == BASELINE:
-            return BASELINE, 0, "0"
-        return condition, int(rank), _items_key(items)
+    # -- which rows make a cell
+    def experiments(self) -> set[str]:
+        return set(self.scores["experiment"])
 
-    def has(self, condition: str, rank: int = 0, items="all") -> bool:
-        c, r, i = self._key(condition, rank, items)
-        return bool(((self.runs["condition"] == c) & (self.runs["rank"] == r) & (self.runs["items"] == i)).any())
+    def rows(self, experiment: str, metric: str) -> pd.DataFrame:
+        part = self.scores[(self.scores["experiment"] == experiment) & (self.scores["metric"] == metric)]
+        return part
 
-    def _questions(self, condition: str, rank: int = 0, items="all") -> pd.Series | None:
-        """Per-question values averaged over seeds (NaN judgements left out)."""
+    def replicates(self, experiment: str, cell: Cell, metric: str) -> pd.DataFrame:
+        """The experiment's rows of `cell`; the baseline falls back to the dataset's other experiments."""
+        def select(part):
+            return part[(part["condition"] == cell.condition) & (part["rank"] == cell.rank)
+                        & (part["items"] == cell.items)]
+
+        own = select(self.rows(experiment, metric))
+        if len(own) or cell.condition != BASELINE:
+            return own
+        for other in ["compression", *sorted(self.experiments())]:
+            found = select(self.rows(other, metric))
+            if len(found):
+                return found
+        return own
+
+    def capacity_tiers(self, metric: str) -> tuple[int, list[tuple[int, str]]]:
+        """(rank, [(N, items key)]) of the capacity curve, by N; `all` counts as the dataset's item count
+        (left out when that is unknown, e.g. another study's scores file)."""
+        part = self.rows("capacity", metric)
+        trained = part[part["condition"] == ORIGINAL]
+        if trained.empty:
+            return 0, []
+        ranks = sorted(set(trained["rank"]))
+        if len(ranks) > 1:
+            raise StageError(f"{self.dataset}/capacity: several ranks {ranks}; a capacity curve has one rank")
+        tiers = {(int(i), i) for i in trained["items"] if i.isdigit()}
+        if "all" in set(trained["items"]) and self.n_items:
+            tiers.add((self.n_items, "all"))
+        return ranks[0], sorted(tiers)
+
+    def metric_of(self, metric: str) -> str:
+        return resolve_metric(metric, self.question_types)
+
+    # -- the (seeds, questions) matrix of a cell
+    def questions(self, metric: str) -> list[str]:
+        return ["run"] if self.qs is None else self._questions.get(metric, [])
+
+    def arm(self, experiment: str, cell: Cell, metric: str, only: set[str] | None = None) -> np.ndarray:
+        """(replicates, questions) values of `cell`; NaN outside `only` (a question subset)."""
+        reps = self.replicates(experiment, cell, metric)
+        if self.qs is None:  # run-level scores only: each replicate is one value
+            return reps["value"].to_numpy(dtype=float)[:, None]
+        q = self._cells.get((metric, cell.condition, cell.rank, cell.items), self.qs.iloc[:0])
+        q = q[q["seed"].isin(reps["seed"])]
+        columns = self.questions(metric)
+        table = q.pivot_table(index="seed", columns="question_id", values="value", aggfunc="first",
+                              dropna=False).reindex(columns=columns)
+        matrix = table.to_numpy(dtype=float)
+        if only is not None:
+            matrix[:, [c not in only for c in columns]] = np.nan
+        return matrix
+
+    # -- numbers with their uncertainty
+    def score(self, experiment: str, cell: Cell, metric: str, only: set[str] | None = None) -> dict:
+        arm = self.arm(experiment, cell, metric, only)
+        values = self.replicates(experiment, cell, metric)["value"].astype(float)
+        if arm.size == 0:
+            out = {"score": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_questions": 0,
+                   "n_seeds": 0}
+        else:
+            out = estimate(arm, self.boot, (self.dataset, experiment, cell, metric, _key(only)))
+            if self.qs is None and arm.shape[0] == 1:  # one value, no questions: nothing to resample
+                out["ci_low"] = out["ci_high"] = float("nan")
+        out["seed_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        return out
+
+    def diff(self, experiment: str, a: Cell, b: Cell, metric: str, only: set[str] | None = None) -> dict:
+        """a − b. With run-level scores only, the single 'question' column holds each replicate's value and
+        only replicates are resampled; with one replicate a side there is no interval."""
+        arm_a, arm_b = self.arm(experiment, a, metric, only), self.arm(experiment, b, metric, only)
+        nan = float("nan")
+        if arm_a.size == 0 or arm_b.size == 0:
+            return {"diff": nan, "pct": nan, "ci_low": nan, "ci_high": nan, "p": nan, "n_questions": 0}
+        out = difference(arm_a, arm_b, self.boot, (self.dataset, experiment, a, b, metric, _key(only)))
         if self.qs is None:
-            return None
-        c, r, i = self._key(condition, rank, items)
-        part = self.qs[(self.qs["condition"] == c) & (self.qs["rank"] == r) & (self.qs["items"] == i)]
-        return part.groupby("question_id")["value"].mean().dropna() if len(part) else None
-
-    def _bootstrap(self, statistic, *samples) -> tuple[float, float]:
-        from scipy.stats import bootstrap
-
-        if len(samples[0]) < 2 or all(np.ptp(s) == 0 for s in samples):
-            value = statistic(*samples, axis=-1)
-            return float(value), float(value)
-        result = bootstrap(samples, statistic, paired=len(samples) > 1, vectorized=True, n_resamples=N_RESAMPLES,
-                           confidence_level=0.95, method="percentile", random_state=self.rng)
-        return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-    def score(self, condition: str, rank: int = 0, items="all") -> dict:
-        c, r, i = self._key(condition, rank, items)
-        runs = self.runs[(self.runs["condition"] == c) & (self.runs["rank"] == r) & (self.runs["items"] == i)]
-        values = runs["value"].astype(float)
-        cell = {"score": values.mean(), "seed_sd": values.std(ddof=1) if len(values) > 1 else float("nan"),
-                "n_seeds": len(values), "n": int(runs["n"].max()) if len(runs) else 0,
-                "ci_low": float("nan"), "ci_high": float("nan")}
-        questions = self._questions(condition, rank, items)
-        if questions is not None and len(questions):
-            cell["ci_low"], cell["ci_high"] = self._bootstrap(lambda x, axis: x.mean(axis=axis), questions.values)
-        return cell
-
-    def delta(self, a: tuple, b: tuple) -> dict:
-        """Cell a minus cell b: points, % of b, paired bootstrap CI of the points, and significance."""
-        sa, sb = self.score(*a)["score"], self.score(*b)["score"]
-        out = {"diff": sa - sb, "pct": _pct(sa, sb), "ci_low": float("nan"), "ci_high": float("nan"), "sig": None}
-        qa, qb = self._questions(*a), self._questions(*b)
-        if qa is not None and qb is not None:
-            common = qa.index.intersection(qb.index)
-            if len(common):
-                lo, hi = self._bootstrap(lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
-                                         qa[common].values, qb[common].values)
-                out.update(ci_low=lo, ci_high=hi, sig=bool(lo > 0 or hi < 0))
+            out["n_questions"] = 0
+            if arm_a.shape[0] < 2 and arm_b.shape[0] < 2:
+                out.update(ci_low=nan, ci_high=nan, p=nan)
         return out
 
 
+def _key(only):
+    return None if only is None else tuple(sorted(only))
+
+
 # ---------------------------------------------------------------- 3. tables
-def _lead(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
-    """The documented columns first, in their documented order; CIs and flags after."""
-    return table[[c for c in first if c in table] + [c for c in table.columns if c not in first]]
+def _score_columns(score: dict) -> dict:
+    return {k: score[k] for k in ("score", "ci_low", "ci_high", "seed_sd", "n_seeds", "n_questions")}
 
 
-def _cell_columns(cell: dict) -> dict:
-    return {"score": cell["score"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"],
-            "seed_sd": cell["seed_sd"], "n": cell["n"]}
-
-
-def _delta_columns(prefix: str, delta: dict, pct: bool = True) -> dict:
-    columns = {f"{prefix}_pct": delta["pct"]} if pct else {prefix: delta["diff"]}
+def _diff_columns(prefix: str, d: dict, pct: bool = True) -> dict:
+    columns = {f"{prefix}_diff": d["diff"], f"{prefix}_ci_low": d["ci_low"], f"{prefix}_ci_high": d["ci_high"]}
     if pct:
-        columns[f"{prefix}_diff"] = delta["diff"]
-    columns.update({f"{prefix}_ci_low": delta["ci_low"], f"{prefix}_ci_high": delta["ci_high"],
-                    f"{prefix}_sig": delta["sig"]})
+        columns[f"{prefix}_pct"] = d["pct"]
+    columns.update({f"{prefix}_p": d["p"], f"{prefix}_sig": None if d["p"] != d["p"] else bool(d["p"] < ALPHA)})
     return columns
 
 
-def _experiment_runs(scores: pd.DataFrame, dataset: str, experiment: str) -> pd.DataFrame:
-    return scores[(scores["dataset"] == dataset) & (scores["experiment"] == experiment)].drop_duplicates(
-        ["condition", "rank", "items", "seed"])
+ALPHA = 0.05  # set from the bootstrap's confidence level by `aggregate`
 
 
-def compression_table(scores: pd.DataFrame, dataset: str, metric: str, qs=None, control=None) -> pd.DataFrame:
-    """condition, score, vs_baseline_pct, vs_original_pct (+ CIs, flags, forgetting); best first."""
-    cells = Cells(scores, dataset, metric, qs)
-    runs = _experiment_runs(scores, dataset, "compression")
-    rank_of = runs[runs["condition"] != BASELINE]["rank"]
-    rank = int(rank_of.iloc[0]) if len(rank_of) else 0
-    has_original = cells.has(ORIGINAL, rank, "all")
+def _holm_columns(table: pd.DataFrame, prefixes: list[str], family: list[str]) -> pd.DataFrame:
+    """`{prefix}_sig_holm`: Holm-adjusted flags within each family (a metric's column of comparisons)."""
+    for prefix in prefixes:
+        column = f"{prefix}_p"
+        if column not in table:
+            continue
+        flags = pd.Series([None] * len(table), index=table.index, dtype=object)
+        for _, part in table.groupby(family, sort=False):
+            for index, flag in zip(part.index, holm(part[column].tolist(), ALPHA)):
+                flags[index] = flag
+        table.insert(table.columns.get_loc(f"{prefix}_sig") + 1, f"{prefix}_sig_holm", flags)
+    return table
+
+
+def table_metrics(study: Study, metrics: list[str], control: bool = False) -> list[str]:
+    resolved = [study.metric_of(m) for m in metrics]
+    if control:
+        resolved += [m for m in CONTROL_METRICS.values()]
+    present = set(study.scores["metric"])
+    return [m for m in dict.fromkeys(resolved) if m in present]
+
+
+def _single_setting(rows: pd.DataFrame, what: str) -> Cell:
+    settings = rows[["rank", "items"]].drop_duplicates()
+    if len(settings) > 1:
+        raise StageError(f"{what}: rows of several settings {settings.to_dict('records')}; "
+                         "an experiment's cell must be one setting (its rows are replicates)")
+    first = rows.iloc[0]
+    return Cell.of(first["condition"], first["rank"], first["items"])
+
+
+def _order(conditions) -> list[str]:
+    order = [BASELINE, *VARIANTS]
+    return sorted(set(conditions), key=lambda c: (order.index(c) if c in order else len(order), c))
+
+
+def compression_table(study: Study, metrics: list[str]) -> pd.DataFrame:
+    """One row per condition and metric: score [CI], Δ vs baseline and vs original_text [CI], raw and Holm flags."""
+    experiment = "compression"
     rows = []
-    for condition in dict.fromkeys(runs["condition"]):
-        key = (condition, rank, "all")
-        row = {"condition": condition, **_cell_columns(cells.score(*key))}
-        base = cells.delta(key, (BASELINE,))
-        orig = cells.delta(key, (ORIGINAL, rank, "all")) if has_original else {}
-        row["vs_baseline_pct"] = base["pct"]
-        row["vs_original_pct"] = orig.get("pct", float("nan"))
-        row.update({k: v for k, v in _delta_columns("vs_baseline", base).items() if k != "vs_baseline_pct"})
-        if orig:
-            row.update({k: v for k, v in _delta_columns("vs_original", orig).items() if k != "vs_original_pct"})
-        if control is not None:
-            row["control_drop"] = control.delta(key, (BASELINE,))["diff"]
-        rows.append(row)
-    table = _lead(pd.DataFrame(rows), ["condition", "score", "vs_baseline_pct", "vs_original_pct"])
-    return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True) if rows else table
-
-
-def capacity_table(scores: pd.DataFrame, dataset: str, metric: str, qs=None) -> pd.DataFrame:
-    """items, score, vs_baseline_pct, vs_previous (points over the previous tier); items 0 = baseline."""
-    cells = Cells(scores, dataset, metric, qs)
-    runs = _experiment_runs(scores, dataset, "capacity")
-    trained = runs[runs["condition"] != BASELINE]
-    if trained.empty:
-        return pd.DataFrame(columns=["items", "score", "vs_baseline_pct", "vs_previous"])
-    rank = int(trained["rank"].iloc[0])
-    tiers = [(0, (BASELINE,))] + [(int(n), (ORIGINAL, rank, n)) for n in sorted({int(i) for i in trained["items"]})]
-    rows, previous = [], None
-    for items, key in tiers:
-        base = cells.delta(key, (BASELINE,))
-        row = {"items": items, **_cell_columns(cells.score(*key)), "vs_baseline_pct": base["pct"],
-               "vs_baseline_sig": base["sig"]}
-        if previous is None:
-            row.update(vs_previous=float("nan"), vs_previous_ci_low=float("nan"), vs_previous_ci_high=float("nan"),
-                       vs_previous_sig=None)
-        else:
-            row.update(_delta_columns("vs_previous", cells.delta(key, previous), pct=False))
-        rows.append(row)
-        previous = key
-    return _lead(pd.DataFrame(rows), ["items", "score", "vs_baseline_pct", "vs_previous"])
-
-
-def rank_table(scores: pd.DataFrame, dataset: str, metric: str, experiment: str, qs=None, trr=None) -> pd.DataFrame:
-    """One row per items (rank_items) or condition (rank_compression), one score column per rank."""
-    cells = Cells(scores, dataset, metric, qs)
-    runs = _experiment_runs(scores, dataset, experiment)
-    trained = runs[runs["condition"] != BASELINE]
-    if trained.empty:
-        return pd.DataFrame()
-    ranks = sorted({int(r) for r in trained["rank"]})
-    if experiment == "rank_items":
-        row_keys = [("items", int(n), lambda r, n=n: (ORIGINAL, r, n)) for n in sorted({int(i) for i in trained["items"]})]
-    else:
-        order = [v for v in VARIANTS if v in set(trained["condition"])]
-        row_keys = [("condition", v, lambda r, v=v: (v, r, "all")) for v in order]
-    rows = []
-    for column, value, key_of in row_keys:
-        row = {column: value}
-        if experiment == "rank_compression" and trr is not None:
-            row["trr_mean"] = trr.get(value, float("nan"))
-        for r in ranks:
-            cell = cells.score(*key_of(r))
-            row[f"rank_{r}"] = cell["score"]
-            row[f"rank_{r}_ci_low"], row[f"rank_{r}_ci_high"] = cell["ci_low"], cell["ci_high"]
-        rows.append(row)
+    for metric in table_metrics(study, metrics, control=True):
+        part = study.rows(experiment, metric)
+        if part.empty:
+            continue
+        cells = {c: _single_setting(part[part["condition"] == c], f"{study.dataset}/{experiment}/{c}")
+                 for c in _order(part["condition"])}
+        original = cells.get(ORIGINAL)
+        for condition, cell in cells.items():
+            row = {"condition": condition, "rank": cell.rank, "items": cell.items, "metric": metric,
+                   **_score_columns(study.score(experiment, cell, metric))}
+            row.update(_diff_columns("vs_baseline", _unless_same(study.diff(experiment, cell, Cell.of(BASELINE), metric),
+                                                                  condition == BASELINE)))
+            if original is not None:
+                row.update(_diff_columns("vs_original", _unless_same(study.diff(experiment, cell, original, metric),
+                                                                      condition == ORIGINAL)))
+            rows.append(row)
     table = pd.DataFrame(rows)
-    score_columns = [f"rank_{r}" for r in ranks]
-    ci_columns = [c for c in table.columns if c.endswith(("_ci_low", "_ci_high"))]
-    return table[[c for c in table.columns if c not in score_columns + ci_columns] + score_columns + ci_columns]
+    if table.empty:
+        return table
+    return _holm_columns(table, ["vs_baseline", "vs_original"], ["metric"])
+
+
+def _unless_same(d: dict, same: bool) -> dict:
+    """A cell compared with itself is no comparison: no p-value, so no flag (its difference stays 0)."""
+    return {**d, "p": float("nan")} if same else d
+
+
+def trained_questions(question_items: dict[str, list[str]], item_order: list[str], n: int) -> set[str]:
+    """Questions all of whose items are among the first `n` items (those a capacity tier trained on)."""
+    first = set(item_order[:n])
+    return {q for q, items in question_items.items() if items and set(items) <= first}
+
+
+def capacity_table(study: Study, metrics: list[str], question_items: dict | None = None,
+                   item_order: list[str] | None = None) -> pd.DataFrame:
+    """Tiers of original_text on the first N items (items 0 = baseline), two curves per metric:
+    `all` questions (what the paper plots: it rises partly because more items are covered) and
+    `trained` (only the questions of the tier's own items: how well what was trained is retained)."""
+    experiment = "capacity"
+    rows = []
+    for metric in table_metrics(study, metrics):
+        rank, tiers = study.capacity_tiers(metric)
+        if not tiers:
+            continue
+        cells = [(0, Cell.of(BASELINE))] + [(n, Cell.of(ORIGINAL, rank, key)) for n, key in tiers]
+        curves = [("all", None)]
+        if question_items and item_order and study.qs is not None:
+            curves.append(("trained", "tier"))
+        for curve, subset in curves:
+            previous = None
+            for n, cell in cells:
+                if curve == "trained" and n == 0:
+                    continue
+                only = trained_questions(question_items, item_order, n) if subset else None
+                row = {"curve": curve, "items": n, "metric": metric, **_score_columns(
+                    study.score(experiment, cell, metric, only))}
+                row.update(_diff_columns("vs_baseline", _unless_same(
+                    study.diff(experiment, cell, Cell.of(BASELINE), metric, only), n == 0)))
+                if curve == "all":
+                    d = study.diff(experiment, cell, previous, metric) if previous else dict.fromkeys(
+                        ("diff", "pct", "ci_low", "ci_high", "p"), float("nan"))
+                    row.update(_diff_columns("vs_previous", d, pct=False))
+                rows.append(row)
+                previous = cell
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return _holm_columns(table, ["vs_baseline", "vs_previous"], ["curve", "metric"])
+
+
+def rank_table(study: Study, metrics: list[str], experiment: str, trr: dict | None = None) -> pd.DataFrame:
+    """rank_items: one row per (items, rank, metric); rank_compression: per (condition, rank, metric), with TRR.
+    `vs_top_rank`: the difference to the grid's highest rank in the same row (paired)."""
+    index = "items" if experiment == "rank_items" else "condition"
+    rows = []
+    for metric in table_metrics(study, metrics):
+        part = study.rows(experiment, metric)
+        trained = part[part["condition"] != BASELINE]
+        if trained.empty:
+            continue
+        ranks = sorted(set(trained["rank"]))
+        if index == "items":
+            keys = sorted({i for i in trained["items"]}, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0))
+            cell_of = lambda key, r: Cell.of(ORIGINAL, r, key)  # noqa: E731
+        else:
+            keys = _order(trained["condition"])
+            cell_of = lambda key, r: _single_setting(  # noqa: E731
+                trained[(trained["condition"] == key) & (trained["rank"] == r)], f"{study.dataset}/{experiment}/{key}/r{r}"
+            ) if ((trained["condition"] == key) & (trained["rank"] == r)).any() else Cell.of(key, r, "all")
+        for key in keys:
+            top = cell_of(key, ranks[-1])
+            for r in ranks:
+                cell = cell_of(key, r)
+                row = {index: key, "rank": r, "metric": metric}
+                if trr is not None and index == "condition":
+                    row["trr_mean"] = trr.get(key, {}).get("trr_mean", float("nan"))
+                    row["trr_pooled"] = trr.get(key, {}).get("trr_pooled", float("nan"))
+                row.update(_score_columns(study.score(experiment, cell, metric)))
+                row.update(_diff_columns("vs_baseline", study.diff(experiment, cell, Cell.of(BASELINE), metric)))
+                row.update(_diff_columns("vs_top_rank", _unless_same(study.diff(experiment, cell, top, metric),
+                                                                      r == ranks[-1]), pct=False))
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return _holm_columns(table, ["vs_baseline", "vs_top_rank"], ["metric"])
 
 
 # ---------------------------------------------------------------- 4. summary
@@ -288,62 +442,177 @@ def capacity_knee(items: list[float], scores: list[float]) -> float | None:
     return None if knee is None else float(knee)
 
 
-def fit_rank_recommendation(table: pd.DataFrame) -> dict:
-    """Fit score = a + b·log2(rank) + c·TRR + d·log2(rank)·TRR on the rank x compression grid.
+def curve_summary(study: Study, metric: str, curve: str, question_items=None, item_order=None) -> dict:
+    """Peak and knee of a capacity curve over its trained tiers (the baseline is no tier), each with the
+    spread of its bootstrap replicates (questions and seeds resampled jointly for all tiers)."""
+    experiment = "capacity"
+    rank, found = study.capacity_tiers(metric)
+    if len(found) < 2:
+        return {}
+    tiers = [n for n, _ in found]
+    subsets = [trained_questions(question_items, item_order, n) if curve == "trained" else None for n in tiers]
+    cells = [Cell.of(ORIGINAL, rank, key) for _, key in found]
+    arms = [study.arm(experiment, cell, metric, only) for cell, only in zip(cells, subsets)]
+    scores = [study.score(experiment, cell, metric, only)["score"] for cell, only in zip(cells, subsets)]
+    peak = tiers[int(np.argmax(scores))]
+    knee = capacity_knee(tiers, scores)
+    out = {"curve": curve, "tiers": tiers, "scores": scores, "peak_items": peak, "knee_items": knee}
+    if study.qs is None and max(a.shape[0] for a in arms) < 2:
+        return out  # one value per tier: nothing to resample
+    reps = replicate_means(arms, study.boot.n_resamples, study.boot.rng("capacity", study.dataset, metric, curve))
+    curves = reps.T  # (replicates, tiers)
+    peak_ci = argmax_interval(curves, tiers, study.boot.confidence)
+    knees = [capacity_knee(tiers, list(c)) for c in curves]
+    found = np.array([k for k in knees if k is not None], dtype=float)
+    from .uncertainty import interval
 
-    The gain of doubling the rank at a given TRR is b + d·TRR; each TRR band
-    gets the rank with the highest predicted score at its midpoint.
-    """
-    from sklearn.linear_model import LinearRegression
-
-    rank_columns = [c for c in table.columns if c.startswith("rank_") and c.split("_")[1].isdigit() and c.count("_") == 1]
-    if table.empty or "trr_mean" not in table or len(rank_columns) < 2:
-        return {"available": False, "reason": "needs the rank_compression grid with at least two ranks and TRR"}
-    points = [(math.log2(int(c.split("_")[1])), t, s) for c in rank_columns
-              for t, s in zip(table["trr_mean"], table[c]) if not (math.isnan(t) or math.isnan(s))]
-    if len(points) < 5 or len({p[1] for p in points}) < 2:
-        return {"available": False, "reason": f"too few points to fit 4 coefficients ({len(points)})"}
-    x = np.array([[lr, t, lr * t] for lr, t, _ in points])
-    y = np.array([s for _, _, s in points])
-    model = LinearRegression().fit(x, y)
-    b, c, d = model.coef_
-    ranks = sorted(int(col.split("_")[1]) for col in rank_columns)
-    bands = []
-    for low, high in TRR_BANDS:
-        mid = (low + high) / 2
-        predicted = {r: float(model.predict([[math.log2(r), mid, math.log2(r) * mid]])[0]) for r in ranks}
-        bands.append({"trr_band": f"{low}-{high}", "trr_mid": mid, "recommended_rank": max(predicted, key=predicted.get),
-                      "predicted_scores": predicted, "gain_per_rank_doubling": float(b + d * mid)})
-    return {
-        "available": True,
-        "relation": "score = a + b*log2(rank) + c*TRR + d*log2(rank)*TRR",
-        "coefficients": {"a": float(model.intercept_), "b": float(b), "c": float(c), "d": float(d)},
-        "r2": float(model.score(x, y)),
-        "n_points": len(points),
-        "ranks": ranks,
-        "bands": bands,
-    }
+    out.update(peak_ci_low=peak_ci["ci_low"], peak_ci_high=peak_ci["ci_high"], peak_shares=peak_ci["shares"],
+               knee_found_share=len(found) / len(knees))
+    if len(found):
+        out["knee_ci_low"], out["knee_ci_high"] = interval(found, study.boot.confidence)
+    return out
 
 
-def dataset_summary(tables: dict[str, pd.DataFrame], metric: str) -> dict:
-    summary: dict = {"metric": metric}
-    capacity = tables.get("capacity")
-    if capacity is not None and len(capacity) > 1:
-        summary["capacity_peak_items"] = int(capacity.loc[capacity["score"].idxmax(), "items"])
-        summary["capacity_knee_items"] = capacity_knee(capacity["items"].tolist(), capacity["score"].tolist())
-    compression = tables.get("compression")
-    if compression is not None and len(compression):
-        trained = compression[compression["condition"] != BASELINE]
-        if len(trained):
-            best = trained.iloc[0]
-            summary["best_condition"] = best["condition"]
-            summary["best_condition_score"] = float(best["score"])
-            summary["best_condition_vs_baseline_sig"] = best.get("vs_baseline_sig")
-    summary["rank_recommendation"] = fit_rank_recommendation(tables.get("rank_compression", pd.DataFrame()))
+def rank_recommendation(study: Study, metric: str, trr: dict | None) -> dict:
+    from .rankfit import recommend
+
+    experiment = "rank_compression"
+    part = study.rows(experiment, metric)
+    trained = part[part["condition"] != BASELINE]
+    if trained.empty or not trr:
+        return {"available": False, "reason": "needs the rank_compression grid and TRR"}
+    cells = {}
+    for _, row in trained.drop_duplicates(["condition", "rank", "items"]).iterrows():
+        t = trr.get(row["condition"], {}).get("trr_mean", float("nan"))
+        if t == t:
+            cells[(int(row["rank"]), float(t))] = Cell.of(row["condition"], row["rank"], row["items"])
+    if not cells:
+        return {"available": False, "reason": "no TRR for the grid's conditions"}
+    keys = sorted(cells)
+    arms = [study.arm(experiment, cells[k], metric) for k in keys]
+    grid, replicates = {}, {}
+    point = [study.score(experiment, cells[k], metric)["score"] for k in keys]
+    if study.qs is None and max(a.shape[0] for a in arms) < 2:
+        reps = np.array([[p] * 2 for p in point])  # no resampling possible: a degenerate interval
+    else:
+        reps = replicate_means(arms, study.boot.n_resamples, study.boot.rng("rank", study.dataset, metric))
+    for (r, t), s, rep in zip(keys, point, reps):
+        grid.setdefault(r, {})[t] = s
+        replicates.setdefault(r, {})[t] = rep
+    return {"metric": metric, **recommend(grid, replicates, study.boot.confidence)}
+
+
+def best_condition(table: pd.DataFrame, metric: str) -> dict:
+    rows = table[(table["metric"] == metric) & (table["condition"] != BASELINE)]
+    if rows.empty:
+        return {}
+    best = rows.loc[rows["score"].idxmax()]
+    return {"condition": best["condition"], "score": float(best["score"]), "ci_low": float(best["ci_low"]),
+            "ci_high": float(best["ci_high"]), "vs_baseline_diff": float(best["vs_baseline_diff"]),
+            "vs_baseline_sig": best["vs_baseline_sig"], "vs_baseline_sig_holm": best["vs_baseline_sig_holm"]}
+
+
+def decomposition_table(study: Study, decomposition: dict[str, pd.DataFrame], compression: pd.DataFrame,
+                        trr: dict) -> pd.DataFrame:
+    """Per variant: fact survival, open-book and closed-book scores side by side (each with its interval)."""
+    rows = []
+    metrics = [m for m in ("f1", "answer_loglik", "answer_margin") if m in set(study.scores["metric"])]
+    for variant in _order(decomposition):
+        records = decomposition[variant]
+        records = records.assign(answer_margin=records["answer_loglik"] - records["distractor_loglik"],
+                                 fact=100.0 * records["fact_survived"].astype(float))
+        row = {"variant": variant, "trr_mean": trr.get(variant, {}).get("trr_mean", float("nan")),
+               "trr_pooled": trr.get(variant, {}).get("trr_pooled", float("nan"))}
+        fact = estimate(records["fact"].to_numpy(float)[None, :], study.boot, ("fact", study.dataset, variant))
+        row.update(fact_survival=fact["score"], fact_survival_ci_low=fact["ci_low"], fact_survival_ci_high=fact["ci_high"],
+                   contexts_truncated=int(records["context_truncated"].sum()))
+        for metric in metrics:
+            ob = estimate(records[metric].to_numpy(float)[None, :], study.boot, ("open", study.dataset, variant, metric))
+            row.update({f"open_book_{metric}": ob["score"], f"open_book_{metric}_ci_low": ob["ci_low"],
+                        f"open_book_{metric}_ci_high": ob["ci_high"]})
+            closed = compression[(compression["condition"] == variant) & (compression["metric"] == metric)] \
+                if not compression.empty else compression
+            if len(closed):
+                c = closed.iloc[0]
+                row.update({f"closed_book_{metric}": c["score"], f"closed_book_{metric}_ci_low": c["ci_low"],
+                            f"closed_book_{metric}_ci_high": c["ci_high"]})
+        rows.append(row)
+    if not compression.empty:
+        base = {"variant": BASELINE}
+        for metric in metrics:
+            c = compression[(compression["condition"] == BASELINE) & (compression["metric"] == metric)]
+            if len(c):
+                base.update({f"closed_book_{metric}": c.iloc[0]["score"], f"closed_book_{metric}_ci_low": c.iloc[0]["ci_low"],
+                             f"closed_book_{metric}_ci_high": c.iloc[0]["ci_high"]})
+        rows.insert(0, base)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- 5. the whole stage
+@dataclass(frozen=True)
+class Settings:
+    """Config `aggregate:` (see the schema; defaults live only there)."""
+
+    metrics: list
+    n_resamples: int
+    confidence: float
+    seed: int
+    inert_tolerance: float
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Settings":
+        names = set(cls.__dataclass_fields__)
+        if set(values) != names:
+            raise StageError(f"aggregate settings: unknown keys {sorted(set(values) - names)}, "
+                             f"missing keys {sorted(names - set(values))}")
+        return cls(**values)
+
+    @property
+    def bootstrap(self) -> Bootstrap:
+        return Bootstrap(self.n_resamples, self.confidence, self.seed)
+
+
+def dataset_kind(question_types) -> str:
+    return "wiki" if set(question_types) <= {"wiki"} else "longmemeval"
+
+
+def tables_for(study: Study, settings: Settings, trr: dict, question_items=None, item_order=None) -> dict[str, pd.DataFrame]:
+    tables = {"compression": compression_table(study, settings.metrics)}
+    present = study.experiments()
+    if "capacity" in present:
+        tables["capacity"] = capacity_table(study, settings.metrics, question_items, item_order)
+    for grid in ("rank_items", "rank_compression"):
+        if grid in present:
+            tables[grid] = rank_table(study, settings.metrics, grid, trr)
+    return tables
+
+
+def summarise_dataset(study: Study, tables: dict[str, pd.DataFrame], settings: Settings, trr: dict,
+                      question_items=None, item_order=None) -> dict:
+    metrics = table_metrics(study, settings.metrics)
+    seeds = study.scores[study.scores["condition"] != BASELINE].groupby(["experiment", "condition", "rank", "items"]).size()
+    n_seeds = int(seeds.max()) if len(seeds) else 0
+    summary = {"kind": dataset_kind(study.question_types), "metrics": metrics, "headline": metrics[0] if metrics else None,
+               "n_seeds": n_seeds,
+               "seed_note": ("one seed: every interval is conditional on the trained adapter (only questions vary)"
+                             if n_seeds <= 1 else f"{n_seeds} seeds: intervals resample seeds, then questions")}
+    compression = tables.get("compression", pd.DataFrame())
+    summary["best_condition"] = {m: best_condition(compression, m) for m in metrics} if len(compression) else {}
+    if "capacity" in tables and len(tables["capacity"]):
+        summary["capacity"] = {m: {curve: curve_summary(study, m, curve, question_items, item_order)
+                                   for curve in ("all", "trained")
+                                   if curve == "all" or (question_items and study.qs is not None)}
+                               for m in metrics}
+    if "rank_compression" in tables and len(tables["rank_compression"]):
+        summary["rank_recommendation"] = {m: rank_recommendation(study, m, trr) for m in metrics}
     return summary
 
 
-# ---------------------------------------------------------------- write
+def write_csv(frame: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
 def _jsonable(obj):
     """Plain JSON values: numpy scalars to Python, NaN and NA to null."""
     if isinstance(obj, dict):
@@ -352,46 +621,198 @@ def _jsonable(obj):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
-    if obj is pd.NA or (isinstance(obj, float) and math.isnan(obj)):
+    if obj is pd.NA or obj is None or (isinstance(obj, float) and math.isnan(obj)):
         return None
     return obj
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
+def trr_by_variant(trr: pd.DataFrame | None, dataset: str) -> dict:
+    if trr is None:
+        return {}
+    part = trr[trr["dataset"] == dataset].set_index("variant")
+    return {v: {"trr_mean": r["trr_mean"], "trr_pooled": r.get("trr_pooled", float("nan"))} for v, r in part.iterrows()}
 
 
-def aggregate(scores: pd.DataFrame, metric: str, out_dir: str | Path, qs: pd.DataFrame | None = None,
-              trr: pd.DataFrame | None = None) -> list[Path]:
-    """Write every derived table per dataset, and summary.json."""
+def pipeline(inputs: dict, settings: Settings) -> dict:
+    """The stage on this workflow's outputs. `inputs` (per dataset unless named): answers, answer_metas,
+    verdicts, judge_controls, decomposition (variant -> file), docs, experiments; trr (one file)."""
+    boot = settings.bootstrap
+    trr = pd.read_csv(inputs["trr"]) if inputs.get("trr") else None
+    out = {"question_scores": [], "scores": [], "runs": [], "tables": {}, "decomposition": {}, "summary": {}}
+    kinds, metrics_of, capacity_diffs = {}, {}, {}
+    for dataset, pairs in sorted(inputs["experiments"].items()):
+        answers = pd.concat([pd.read_json(p, lines=True) for p in inputs["answers"][dataset]], ignore_index=True)
+        verdict_files = inputs.get("verdicts", {}).get(dataset, [])
+        verdicts = pd.concat([pd.read_json(p, lines=True) for p in verdict_files], ignore_index=True) \
+            if verdict_files else None
+        qs = question_scores(answers, verdicts, dataset)
+        qs.insert(0, "dataset", qs.pop("dataset"))
+        scores = run_scores(qs, dataset, [tuple(p) for p in pairs])
+        out["question_scores"].append(qs)
+        out["scores"].append(scores)
+
+        metas = [read_json(p) for p in inputs["answer_metas"].get(dataset, [])]
+        runs = [{**run, "self_check_agreement": m["self_check"]["agreement"]} for m in metas for run in m["runs"]]
+        diagnostics = run_diagnostics(answers, runs, boot, settings.inert_tolerance)
+        diagnostics.insert(0, "dataset", dataset)
+        out["runs"].append(diagnostics)
+
+        docs = read_jsonl(inputs["docs"][dataset])
+        item_order = [d["item_id"] for d in docs]
+        main = answers[(answers["question_set"] == "dataset")].drop_duplicates("question_id")
+        question_items = dict(zip(main["question_id"], main["item_ids"]))
+        trr_of = trr_by_variant(trr, dataset)
+        study = Study(scores, dataset, boot, qs, n_items=len(item_order))
+        tables = tables_for(study, settings, trr_of, question_items, item_order)
+        for name, table in tables.items():
+            out["tables"][(name, dataset)] = table
+        decomposition = {v: pd.read_json(p, lines=True) for v, p in inputs.get("decomposition", {}).get(dataset, {}).items()}
+        if decomposition:
+            out["decomposition"][dataset] = decomposition_table(study, decomposition, tables["compression"], trr_of)
+
+        summary = summarise_dataset(study, tables, settings, trr_of, question_items, item_order)
+        inert = diagnostics[diagnostics.get("inert", pd.Series(False, index=diagnostics.index)).fillna(False).astype(bool)]
+        checks = [m["self_check"] for m in metas]
+        agreed, n = sum(c["agreed"] for c in checks), sum(c["n"] for c in checks)
+        summary.update(
+            n_runs=len(diagnostics), inert_runs=inert["run_id"].tolist(),
+            self_check={"backend": metas[0]["backend"] if metas else None,
+                        "check_backend": checks[0]["check_backend"] if checks else None,
+                        "agreed": agreed, "n": n, "agreement": agreed / n if n else None,
+                        "min_chunk_agreement": min((c["agreement"] for c in checks if c["agreement"] is not None),
+                                                   default=None)},
+        )
+        controls_file = inputs.get("judge_controls", {}).get(dataset)
+        if controls_file:
+            summary["judge_controls"] = judge_controls(pd.read_json(controls_file, lines=True), boot, dataset)
+        if summary["kind"] == "longmemeval":
+            summary["training_set"] = ("pooled: every question's haystack sessions form one training set (each "
+                                       "session once, however many questions share it), so one adapter per "
+                                       "condition holds every history; LongMemEval's own setting gives each "
+                                       "question only its own history")
+        out["summary"][dataset] = summary
+        kinds[dataset] = summary["kind"]
+        metrics_of[dataset] = summary["metrics"]
+        for metric in summary.get("capacity", {}):
+            capacity_diffs[(dataset, metric)] = _peak_vs_last(study, metric)
+    from .claims import evaluate_claims, replicate_spread
+
+    out["claims"] = evaluate_claims(out["tables"], kinds, metrics_of, capacity_diffs)
+    out["replicate_spread"] = replicate_spread()
+    return out
+
+
+def _peak_vs_last(study: Study, metric: str) -> tuple[float, float] | tuple[None, None]:
+    """Interval of (peak tier − largest tier) on all questions, for the capacity claim."""
+    rank, tiers = study.capacity_tiers(metric)
+    if len(tiers) < 2:
+        return None, None
+    cells = [Cell.of(ORIGINAL, rank, key) for _, key in tiers]
+    scores = [study.score("capacity", cell, metric)["score"] for cell in cells]
+    peak = int(np.argmax(scores))
+    if peak == len(tiers) - 1:
+        return None, None
+    d = study.diff("capacity", cells[peak], cells[-1], metric)
+    return d["ci_low"], d["ci_high"]
+
+
+def standalone(scores: pd.DataFrame, settings: Settings, qs: pd.DataFrame | None, trr: pd.DataFrame | None) -> dict:
+    """The tables and summary of a long-format scores file (this pipeline's or another study's)."""
     missing = set(SCORE_COLUMNS) - set(scores.columns)
     if missing:
-        raise ValueError(f"scores table lacks columns {sorted(missing)}")
-    if metric not in set(scores["metric"]):
-        raise ValueError(f"metric {metric!r} not in the scores table; present: {sorted(set(scores['metric']))}")
-    out_dir = Path(out_dir)
-    written, summary = [], {}
+        raise StageError(f"scores table lacks columns {sorted(missing)}")
+    out = {"tables": {}, "summary": {}}
     for dataset in sorted(scores["dataset"].unique()):
-        trr_of = None
-        if trr is not None:
-            trr_of = trr[trr["dataset"] == dataset].set_index("variant")["trr_mean"].to_dict()
-        control = None
-        control_metric = CONTROL_METRICS.get(metric, "control_f1")
-        if control_metric in set(scores["metric"]):
-            control = Cells(scores, dataset, control_metric, qs)
-        tables = {"compression": compression_table(scores, dataset, metric, qs, control),
-                  "capacity": capacity_table(scores, dataset, metric, qs),
-                  "rank_items": rank_table(scores, dataset, metric, "rank_items", qs),
-                  "rank_compression": rank_table(scores, dataset, metric, "rank_compression", qs, trr_of)}
-        present = set(scores.loc[scores["dataset"] == dataset, "experiment"])
+        study = Study(scores, dataset, settings.bootstrap, qs)
+        resolved = table_metrics(study, settings.metrics)
+        if not resolved:
+            raise StageError(f"{dataset}: none of the metrics {settings.metrics} is in the scores table; present: "
+                             f"{sorted(set(study.scores['metric']))}")
+        trr_of = trr_by_variant(trr, dataset)
+        tables = tables_for(study, settings, trr_of)
         for name, table in tables.items():
-            if name == "compression" or name in present:
-                path = out_dir / f"{name}_{dataset}.csv"
-                write_csv(table, path)
-                written.append(path)
-        summary[dataset] = dataset_summary(tables, metric)
-    path = out_dir / "summary.json"
-    write_json(path, _jsonable(summary))
-    written.append(path)
-    return written
+            out["tables"][(name, dataset)] = table
+        out["summary"][dataset] = summarise_dataset(study, tables, settings, trr_of)
+    return out
+
+
+# ---------------------------------------------------------------- command line
+def _pairs(values: list[list[str]] | None) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for dataset, path in values or []:
+        grouped.setdefault(dataset, []).append(path)
+    return grouped
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress aggregate")
+    parser.description = ("score tables with their intervals, from this pipeline's answers (--answers ...) or from "
+                          "any long-format scores CSV (--from-scores)")
+    parser.add_argument("--settings", type=parse_json_arg, required=True, help="config `aggregate` as JSON")
+    pipe = parser.add_argument_group("from this pipeline's outputs (every path given, none derived)")
+    pair = dict(nargs=2, action="append", metavar=("DATASET", "FILE"))
+    pipe.add_argument("--answers", **pair, help="an answers chunk (repeat)")
+    pipe.add_argument("--answers-meta", **pair, help="an answers chunk's provenance (repeat)")
+    pipe.add_argument("--verdicts", **pair, help="a judge verdicts chunk (repeat)")
+    pipe.add_argument("--judge-controls", **pair, help="the judge's control verdicts of a dataset")
+    pipe.add_argument("--decomposition", nargs=3, action="append", metavar=("DATASET", "VARIANT", "FILE"),
+                      help="a variant's fact survival and open-book records (repeat)")
+    pipe.add_argument("--docs", **pair, help="a dataset's items (their order defines the capacity tiers)")
+    pipe.add_argument("--experiments", type=parse_json_arg, help='{"dataset": [[experiment, run_id], ...]}')
+    pipe.add_argument("--trr", help="trr.csv from `lorapress stats`")
+    pipe.add_argument("--scores", help="output: long-format scores CSV")
+    pipe.add_argument("--question-scores", help="output: per-question scores CSV")
+    pipe.add_argument("--runs", help="output: per-run diagnostics CSV (inert adapters, self-check, training)")
+    pipe.add_argument("--table", nargs=3, action="append", metavar=("EXPERIMENT", "DATASET", "FILE"),
+                      help="output: one table (repeat)")
+    pipe.add_argument("--decomposition-table", **pair, help="output: a dataset's decomposition table")
+    pipe.add_argument("--summary", help="output: summary.json")
+    alone = parser.add_argument_group("from a long-format scores file")
+    alone.add_argument("--from-scores", help="scores CSV: dataset, experiment, condition, rank, items, seed, metric, "
+                                             "value, n")
+    alone.add_argument("--from-question-scores", help="per-question scores CSV, for intervals over questions")
+    alone.add_argument("--out-dir", help="where to write {experiment}_{dataset}.csv and summary.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    global ALPHA
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_dict(args.settings)
+    ALPHA = 1 - settings.confidence
+    trr = pd.read_csv(args.trr) if args.trr else None
+    if args.from_scores:
+        if not args.out_dir:
+            parser.error("--from-scores needs --out-dir")
+        qs = pd.read_csv(args.from_question_scores) if args.from_question_scores else None
+        result = standalone(pd.read_csv(args.from_scores), settings, qs, trr)
+        from pathlib import Path
+
+        for (name, dataset), table in result["tables"].items():
+            write_csv(table, Path(args.out_dir) / f"{name}_{dataset}.csv")
+        write_json(Path(args.out_dir) / "summary.json", _jsonable(result["summary"]))
+        return
+    decomposition: dict[str, dict[str, str]] = {}
+    for dataset, variant, path in args.decomposition or []:
+        decomposition.setdefault(dataset, {})[variant] = path
+    inputs = {"answers": _pairs(args.answers), "answer_metas": _pairs(args.answers_meta),
+              "verdicts": _pairs(args.verdicts), "judge_controls": {d: p[0] for d, p in _pairs(args.judge_controls).items()},
+              "decomposition": decomposition, "docs": {d: p[0] for d, p in _pairs(args.docs).items()},
+              "experiments": args.experiments, "trr": args.trr}
+    result = pipeline(inputs, settings)
+    declared = {(e, d): path for e, d, path in args.table or []}
+    for key, path in declared.items():
+        table = result["tables"].get(key)
+        if table is None:
+            raise StageError(f"aggregate: no {key[0]} table for dataset {key[1]} (is the experiment enabled there?)")
+        write_csv(table, path)
+    for dataset, path in _pairs(args.decomposition_table).items():
+        write_csv(result["decomposition"].get(dataset, pd.DataFrame()), path[0])
+    write_csv(pd.concat(result["question_scores"], ignore_index=True), args.question_scores)
+    write_csv(pd.concat(result["scores"], ignore_index=True), args.scores)
+    write_csv(pd.concat(result["runs"], ignore_index=True), args.runs)
+    write_json(args.summary, _jsonable({"datasets": result["summary"], "claims": result["claims"],
+                                        "paper_replicate_spread": result["replicate_spread"],
+                                        "confidence": settings.confidence}))
+    log.info("wrote %d tables", len(declared))

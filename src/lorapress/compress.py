@@ -2,12 +2,15 @@
 
 - `original_text`: the items unchanged (the reference condition);
 - `summ_l1_slight` ... `summ_l5_extreme`: generative summaries by the base model
-  through vLLM, each level with its own prompt and target TRR. Length is
+  (greedy, through vLLM on GPUs and transformers on CPUs: `compression.backend`),
+  each level with its own prompt and target TRR. Length is
   controlled, not hoped for: the prompt states a word budget, `max_tokens` caps
   the reply from the source length and the target, and a reply outside its
-  band (empty, a near-copy, or too long) is retried once with a stricter
-  prompt, then kept and flagged `off_target`. Inputs longer than the model's
-  context are summarised chunk by chunk and the summaries joined;
+  band (empty, a near-copy, too long or over-compressed) is retried once with a
+  stricter prompt, then kept and flagged `off_target` with its reason. Inputs
+  longer than the model's context are summarised chunk by chunk and the
+  summaries joined. Only the text is compressed: an item's title (a chat
+  session's dated header) is kept in every variant;
 - `ext`: extractive selection: TF-IDF sentence vectors scored by centrality
   (summed cosine similarity, as in LexRank), best sentences kept in their
   original order until the target TRR is reached.
@@ -15,13 +18,15 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import re
 from dataclasses import dataclass
 
 from . import EXTRACTIVE, ORIGINAL
-from .io import read_jsonl, write_json, write_jsonl, provenance
+from .engine import add_runtime_arguments, apply_runtime
+from .io import StageError, parse_json_arg, provenance, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +86,17 @@ def extract(text: str, target_trr: float) -> str:
 # ---------------------------------------------------------------- generative
 @dataclass
 class Level:
-    """One generative level: config `compression.levels.<variant>`."""
+    """One generative level: config `compression.levels.<variant>` (defaults live in the schema)."""
 
     prompt: str
     target_trr: float
-    tolerance: float = 15.0
-    retry_prompt: str = ""
+    tolerance: float
+    retry_prompt: str
 
     def band(self) -> tuple[float, float]:
-        """Accepted TRR band: below it is too long; 99.5+ is empty."""
-        return self.target_trr - self.tolerance, 99.5
+        """Accepted TRR band, target ± tolerance: below it the reply is too long, above it over-compressed
+        (an l1 at TRR 95 misses its level as surely as an l5 at TRR 40); 99.5+ is empty."""
+        return self.target_trr - self.tolerance, min(99.5, self.target_trr + self.tolerance)
 
     def target_words(self, text: str) -> int:
         return max(3, round(words(text) * (1.0 - self.target_trr / 100.0)))
@@ -105,13 +111,19 @@ def max_new_tokens(source_tokens: int, target_trr: float, slack: float) -> int:
     return max(8, math.ceil(source_tokens * (1.0 - target_trr / 100.0) * slack))
 
 
-def on_target(source: str, summary: str, level: Level) -> bool:
+def miss_reason(source: str, summary: str, level: Level) -> str | None:
+    """Why a reply misses its level (empty, copy, too_long, over_compressed), or None when on target."""
     low, high = level.band()
     if not summary.strip():
-        return False
+        return "empty"
     if summary.strip() == source.strip() or trr(source, summary) < 5.0:
-        return False  # a copy, not a compression
-    return low <= trr(source, summary) <= high
+        return "copy"
+    rate = trr(source, summary)
+    return "too_long" if rate < low else "over_compressed" if rate > high else None
+
+
+def on_target(source: str, summary: str, level: Level) -> bool:
+    return miss_reason(source, summary, level) is None
 
 
 def _miss(source: str, summary: str, level: Level) -> float:
@@ -145,7 +157,8 @@ def _join(units: list[tuple[int, str, str]]) -> str:
     return "\n".join(lines.values())
 
 
-def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input_tokens: int) -> list[dict]:
+def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input_tokens: int,
+              repetition_penalty: float) -> list[dict]:
     """Summarise every item (chunked where needed) in batched passes through one engine."""
     pieces = []  # (doc index, chunk text)
     for d, doc in enumerate(docs):
@@ -153,14 +166,17 @@ def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input
             pieces.append((d, chunk))
     texts = [chunk for _, chunk in pieces]
     caps = [max_new_tokens(n, level.target_trr, slack) for n in engine.count_tokens(texts)]
-    summaries = engine.chat([[{"role": "user", "content": level.render(t)}] for t in texts], max_tokens=caps)
+
+    def ask(indices: list[int], retry: bool) -> list[str]:
+        replies = engine.generate([[{"role": "user", "content": level.render(texts[i], retry=retry)}] for i in indices],
+                                  max_tokens=[caps[i] for i in indices], repetition_penalty=repetition_penalty)
+        return [reply.text for reply in replies]
+
+    summaries = ask(list(range(len(texts))), retry=False)
     attempts = [1] * len(pieces)
     retry = [i for i, (t, s) in enumerate(zip(texts, summaries)) if not on_target(t, s, level)]
     if retry and level.retry_prompt:
-        again = engine.chat(
-            [[{"role": "user", "content": level.render(texts[i], retry=True)}] for i in retry],
-            max_tokens=[caps[i] for i in retry],
-        )
+        again = ask(retry, retry=True)
         for i, summary in zip(retry, again):
             attempts[i] = 2
             # Keep the retry if it is on target, else whichever reply is closer to it.
@@ -173,7 +189,8 @@ def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input
     for d, doc in enumerate(docs):
         mine = pieces_of[d]
         text = "\n".join(summaries[i] for i in mine)
-        records.append(_record(doc, text, off_target=not on_target(doc["text"], text, level),
+        reason = miss_reason(doc["text"], text, level)
+        records.append(_record(doc, text, off_target=reason is not None, miss=reason,
                                attempts=max(attempts[i] for i in mine), n_chunks=len(mine)))
     return records
 
@@ -182,40 +199,113 @@ def _record(doc: dict, text: str, **extra) -> dict:
     return {"item_id": doc["item_id"], "title": doc["title"], "text": text, **extra}
 
 
-def compress(variant: str, docs_paths: list[str], out_paths: list[str], settings: dict, engine_factory=None) -> None:
-    """Write `variant` of each dataset's items; generative levels batch every dataset through one engine.
+def shard_of(items: list, shard: int, shards: int) -> list:
+    """The `shard`-th (0-based) of `shards` contiguous, near-equal slices of `items`."""
+    bounds = [round(k * len(items) / shards) for k in range(shards + 1)]
+    return items[bounds[shard]:bounds[shard + 1]]
 
-    `settings` is the rule's config slice; a `.meta.json` with prompts, sampling
-    and versions is written next to each output.
-    """
-    datasets = [read_jsonl(p) for p in docs_paths]
-    docs = [doc for items in datasets for doc in items]
+
+def compress_items(variant: str, docs: list[dict], settings: dict, engine_factory=None,
+                   backend: str | None = None) -> tuple[list[dict], dict]:
+    """(records, meta) of `variant` for `docs`. Items are independent, so any split of them into
+    shards gives the same records as one pass."""
     if variant == ORIGINAL:
-        records = [_record(d, d["text"], off_target=False, attempts=0, n_chunks=1) for d in docs]
-        meta = {"variant": variant}
-    elif variant == EXTRACTIVE:
-        target, tolerance = float(settings["target_trr"]), float(settings.get("tolerance", 15.0))
+        records = [_record(d, d["text"], off_target=False, miss=None, attempts=0, n_chunks=1) for d in docs]
+        return records, {"variant": variant}
+    if variant == EXTRACTIVE:
+        target, tolerance = float(settings["target_trr"]), float(settings["tolerance"])
         records = []
         for doc in docs:
             text = extract(doc["text"], target)
-            records.append(_record(doc, text, off_target=abs(trr(doc["text"], text) - target) > tolerance,
-                                   attempts=1, n_chunks=1))
-        meta = {"variant": variant, "method": "tfidf-centrality", **settings}
-    else:
-        level = Level(prompt=settings["prompt"], target_trr=float(settings["target_trr"]),
-                      tolerance=float(settings.get("tolerance", 15.0)), retry_prompt=settings.get("retry_prompt", ""))
+            rate = trr(doc["text"], text)
+            miss = None if abs(rate - target) <= tolerance else "too_long" if rate < target else "over_compressed"
+            records.append(_record(doc, text, off_target=miss is not None, miss=miss, attempts=1, n_chunks=1))
+        return records, {"variant": variant, "method": "tfidf-centrality", **settings}
+    level = Level(prompt=settings["prompt"], target_trr=float(settings["target_trr"]),
+                  tolerance=float(settings["tolerance"]), retry_prompt=settings["retry_prompt"])
+    records = []
+    if docs:  # an empty shard starts no engine
         engine = engine_factory()
         records = summarise(engine, docs, level, slack=float(settings["max_tokens_slack"]),
-                            max_input_tokens=int(settings["max_input_tokens"]))
-        meta = {"variant": variant, "level": settings, "sampling": {
-            "temperature": 0.0, "seed": engine.settings.seed, "repetition_penalty": engine.settings.repetition_penalty,
-            "max_tokens": f"ceil(source_tokens * (1 - target_trr/100) * {settings['max_tokens_slack']})"}}
+                            max_input_tokens=int(settings["max_input_tokens"]),
+                            repetition_penalty=float(settings["repetition_penalty"]))
+        engine.close()
+    meta = {"variant": variant, "level": settings, "backend": backend, "sampling": {
+        "temperature": 0.0, "repetition_penalty": settings["repetition_penalty"],
+        "max_tokens": f"ceil(source_tokens * (1 - target_trr/100) * {settings['max_tokens_slack']})"}}
+    return records, meta
+
+
+def write_variant(records: list[dict], meta: dict, out_path: str, meta_path: str) -> None:
+    off = sum(r["off_target"] for r in records)
+    if off:
+        log.warning("%s: %d of %d items off target", out_path, off, len(records))
+    misses = {}
+    for r in records:
+        if r["miss"]:
+            misses[r["miss"]] = misses.get(r["miss"], 0) + 1
+    write_json(meta_path, provenance("compress", meta, n_items=len(records), off_target=off, misses=misses))
+    write_jsonl(out_path, records)
+
+
+def compress(variant: str, docs_paths: list[str], out_paths: list[str], meta_paths: list[str], settings: dict,
+             engine_factory=None, shard: tuple[int, int] | None = None, backend: str | None = None) -> None:
+    """Write `variant` of each dataset's items (or of one shard of them); generative levels batch every
+    dataset through one engine start."""
+    datasets = [read_jsonl(p) for p in docs_paths]
+    if shard is not None:
+        datasets = [shard_of(items, *shard) for items in datasets]
+    records, meta = compress_items(variant, [doc for items in datasets for doc in items], settings, engine_factory,
+                                   backend)
     start = 0
-    for items, out_path in zip(datasets, out_paths):
-        mine = records[start:start + len(items)]
+    for items, out_path, meta_path in zip(datasets, out_paths, meta_paths):
+        write_variant(records[start:start + len(items)], meta, out_path, meta_path)
         start += len(items)
-        off = sum(r["off_target"] for r in mine)
-        if off:
-            log.warning("%s: %d of %d items off target", out_path, off, len(mine))
-        write_json(out_path.removesuffix(".jsonl") + ".meta.json", provenance(meta, n_items=len(mine), off_target=off))
-        write_jsonl(out_path, mine)
+
+
+def gather(parts: list[str], part_metas: list[str], out_path: str, meta_path: str) -> None:
+    """Join a sharded variant's parts, in shard order, into the file one unsharded job writes."""
+    records = [r for p in parts for r in read_jsonl(p)]
+    metas = [read_json(m)["settings"] for m in part_metas]
+    if any(m != metas[0] for m in metas):
+        raise StageError(f"{out_path}: its shards were made with different settings")
+    write_variant(records, metas[0], out_path, meta_path)
+
+
+# ---------------------------------------------------------------- command line
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress compress")
+    parser.description = "write one compressed variant of one or more datasets (or one shard, or gather shards)"
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--docs", nargs="+", help="docs.jsonl per dataset")
+    parser.add_argument("--out", nargs="+", required=True, help="output variant file per dataset (same order)")
+    parser.add_argument("--meta", nargs="+", required=True, help="provenance file per output (same order)")
+    parser.add_argument("--shard", type=int, nargs=2, metavar=("K", "N"), help="write only shard K (0-based) of N")
+    parser.add_argument("--gather", nargs="+", help="shard files to join into --out, in order (no model needed)")
+    parser.add_argument("--gather-meta", nargs="+", help="the shards' provenance files, same order")
+    parser.add_argument("--settings", type=parse_json_arg, default={}, help="this variant's config as JSON")
+    parser.add_argument("--model", help="model directory or hub id (generative levels)")
+    parser.add_argument("--engine", type=parse_json_arg, default={},
+                        help="engine params as JSON (generative levels): {dtype, backend, model_config, generation}")
+    add_runtime_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    apply_runtime(args)
+    if args.gather:
+        gather(args.gather, args.gather_meta, args.out[0], args.meta[0])
+        return
+    if not (len(args.docs) == len(args.out) == len(args.meta)):
+        raise StageError("compress: --docs, --out and --meta need the same number of files")
+
+    def engine_factory():
+        from .engine import EngineSettings, open_engine
+
+        return open_engine(args.engine["backend"], EngineSettings.from_engine(args.model, args.engine),
+                           threads=args.threads)
+
+    compress(args.variant, args.docs, args.out, args.meta, args.settings, engine_factory,
+             tuple(args.shard) if args.shard else None, args.engine.get("backend"))
+    log.info("%s: wrote %s", args.variant, " ".join(args.out))

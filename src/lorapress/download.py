@@ -7,6 +7,7 @@ a network; on machines without one, put the file at `path` yourself.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 from pathlib import Path
@@ -24,3 +25,18 @@ def download(hf_dataset: str, filename: str, out: str | Path, revision: str | No
         shutil.copyfile(cached, tmp)
     log.info("downloaded %s/%s -> %s", hf_dataset, filename, out)
     return Path(out)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress download")
+    parser.description = "fetch a dataset file from its official public source (needs a network)"
+    parser.add_argument("--hf-dataset", required=True, help="Hugging Face dataset repository")
+    parser.add_argument("--filename", required=True)
+    parser.add_argument("--revision", required=True, help="branch, tag or commit")
+    parser.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    download(args.hf_dataset, args.filename, args.out, args.revision)

@@ -1,14 +1,20 @@
 """A judge behind an OpenAI-compatible endpoint (a hosted model, or `vllm serve` elsewhere).
 
-The API key is read from the environment variable the config names, at call
-time; it is never stored in settings, logs or outputs.
+The API key is read from the environment variable the config names, at call time; it is
+never stored in settings, logs or outputs. Constrained verdicts use vLLM's structured
+outputs (`extra_body={"structured_outputs": {"choice": [...]}}`) with the first token's
+log-probabilities; an endpoint that ignores the constraint answers free text, which is
+parsed strictly by the judge and, when it is not a valid verdict, counted as unparsed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+
+from .engine import Generation
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +22,9 @@ PREFIX = "openai:"
 
 
 class EndpointJudge:
-    """Same `chat` interface as `Engine`, answered by an OpenAI-compatible server."""
+    """The judge interface of `Engine` (`choose`, `generate`), answered by an OpenAI-compatible server."""
+
+    backend = "openai"
 
     def __init__(self, model: str, base_url: str | None, api_key_env: str, seed: int = 0, concurrency: int = 4):
         if model.startswith(PREFIX):
@@ -30,13 +38,52 @@ class EndpointJudge:
         self.model, self.seed, self.concurrency = model, seed, concurrency
         log.info("judge: %s at %s (key from $%s)", model, base_url or "the default endpoint", api_key_env)
 
-    def _one(self, messages: list[dict], max_tokens: int) -> str:
-        reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
-                                                    max_tokens=max_tokens, seed=self.seed)
-        return (reply.choices[0].message.content or "").strip()
+    def _map(self, fn, items):
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(fn, items))
 
-    def chat(self, conversations: list[list[dict]], *, max_tokens: int, adapters=None) -> list[str]:
+    def generate(self, conversations: list[list[dict]], *, max_tokens: int, adapters=None,
+                 repetition_penalty: float = 1.0) -> list[Generation]:
         if adapters and any(adapters):
             raise ValueError("an endpoint judge serves no adapters")
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda c: self._one(c, max_tokens), conversations))
+
+        def one(messages):
+            reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                        max_tokens=max_tokens, seed=self.seed)
+            choice = reply.choices[0]
+            return Generation((choice.message.content or "").strip(), choice.finish_reason or "stop",
+                              reply.usage.completion_tokens if reply.usage else 0)
+
+        return self._map(one, conversations)
+
+    def choose(self, conversations: list[list[dict]], choices: list[str], *, adapters=None,
+               groups=None) -> list[dict[str, float]]:
+        """Probabilities of the choices from the first reply token's log-probabilities; {} when the endpoint
+        did not keep to the choices (an unparsed verdict)."""
+        if adapters and any(adapters):
+            raise ValueError("an endpoint judge serves no adapters")
+
+        def one(messages):
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=messages, temperature=0.0, seed=self.seed,
+                max_tokens=max(len(c) for c in choices) + 1, logprobs=True, top_logprobs=min(20, 2 * len(choices) + 5),
+                extra_body={"structured_outputs": {"choice": list(choices)}})
+            choice = reply.choices[0]
+            text = (choice.message.content or "").strip()
+            if text not in choices:
+                return {}
+            top = choice.logprobs.content[0].top_logprobs if choice.logprobs and choice.logprobs.content else []
+            weights = {c: 0.0 for c in choices}
+            for entry in top:
+                token = entry.token.strip()
+                if token in weights and entry.logprob > -1e4:
+                    weights[token] = max(weights[token], math.exp(entry.logprob))
+            total = sum(weights.values())
+            if total <= 0:  # no log-probabilities came back: the verdict without its weights
+                return {c: float(c == text) for c in choices}
+            return {c: w / total for c, w in weights.items()}
+
+        return self._map(one, conversations)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,26 +1,41 @@
-"""Stage `evaluate`: every run of a chunk answers the dataset's questions in one engine.
+"""Stage `evaluate`: every run of a chunk answers the dataset's questions through one engine.
 
-The base model is started once with LoRA enabled; each question is a request
-that carries its run's `LoRARequest` (baseline requests carry none). Replies
-are greedy. The judge then grades every reply, through the same engine when
-the judge is the base model, and the overlap metrics are computed.
+For each run (an adapter, or `baseline`: none) and question this writes the greedy answer
+with its finish reason (a `length` finish = truncated), the overlap scores, and the answer
+log-likelihood: the mean per-token log-probability of the reference answer given the
+question, and of a distractor (a wrong answer of the same kind, another item's). Their
+difference, the knowledge-specific margin, widens only when the adapter learned the fact,
+not when it merely shifted towards the domain's style.
+
+The chunk's answers are then cross-checked: a sample of every run's answers is generated
+again through the other backend (transformers + peft against vLLM). Agreement below
+`evaluate.self_check.min_agreement` fails the job: an adapter path that is silently
+ignored or misapplied must never reach a table.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import random
 import time
 
-from .io import read_jsonl, write_json, write_jsonl, provenance
-from .judge import judge_prompt, parse_judgement
-from .metrics import answer_scores
+from .engine import BACKENDS, EngineSettings, add_runtime_arguments, apply_runtime, open_engine
+from .io import StageError, parse_json_arg, provenance, read_json, read_jsonl, write_json, write_jsonl
+from .metrics import answer_scores, distractor_scores
 
 log = logging.getLogger(__name__)
 
 # vLLM accepts these values for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+TRAIN_SUMMARY = "lorapress_train.json"
+# What an answer record keeps of an adapter's training summary (for the runs table).
+TRAIN_FACTS = ("optimizer_steps", "warmup_steps", "tokens_seen", "n_examples", "n_texts", "loss_first", "loss_last",
+               "lr_reached_peak", "trainable_params", "lora_scaling")
 
-ANSWER_SYSTEM = "Answer in a few words."
+
+class SelfCheckError(RuntimeError):
+    """The two backends disagree on the same adapter's greedy answers."""
 
 
 def lora_rank_limit(ranks: list[int]) -> int:
@@ -35,67 +50,131 @@ def question_messages(question: dict, system_prompt: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
 
 
-def evaluate_chunk(engine_factory, runs: list[dict], questions: list[dict], settings: dict,
-                   judge_factory=None, control: list[dict] | None = None) -> list[dict]:
-    """`runs`: [{run_id, adapter (dir or None), rank}]; one record per run and question.
-
-    `control` questions (general knowledge) are answered by every run too, to
-    measure forgetting; they are scored by overlap only, not judged.
-    """
-    engine = engine_factory(max_loras=max(1, min(len(runs), settings["max_loras"])),
-                            max_lora_rank=lora_rank_limit([r["rank"] for r in runs if r["adapter"]]))
-    asked = [(q, "dataset") for q in questions] + [(q, "control") for q in control or []]
-    conversations, adapters, keys = [], [], []
-    for run in runs:
-        for q, question_set in asked:
-            conversations.append(question_messages(q, settings.get("system_prompt", ANSWER_SYSTEM)))
-            adapters.append(run["adapter"])
-            keys.append((run, q, question_set))
+def answer_chunk(engine, runs: list[dict], questions: list[dict], control: list[dict], settings: dict) -> list[dict]:
+    """One record per run and question (dataset questions, then the control set)."""
+    asked = [(q, "dataset") for q in questions] + [(q, "control") for q in control]
+    keys = [(run, q, qset) for run in runs for q, qset in asked]
+    conversations = [question_messages(q, settings["system_prompt"]) for _, q, _ in keys]
+    adapters = [run["adapter"] for run, _, _ in keys]
+    # The reference and the distractor are scored through the same prompt the answer came from; the
+    # questions of a run share its system prompt, which the engine may compute once.
+    replies = [[q["answer"], *q.get("distractors", [])] for _, q, _ in keys]
     started = time.perf_counter()
-    predictions = engine.chat(conversations, max_tokens=settings["max_tokens"], adapters=adapters)
-    answer_seconds = time.perf_counter() - started
-
-    judged = [i for i, (_, _, question_set) in enumerate(keys) if question_set == "dataset"]
-    if judge_factory is None:
-        judge = engine
-    else:  # free the answering engine before a second model is loaded
-        engine.close()
-        judge = judge_factory()
-    started = time.perf_counter()
-    replies = judge.chat([[{"role": "user", "content": judge_prompt(keys[i][1], predictions[i])}] for i in judged],
-                         max_tokens=settings["judge_max_tokens"])
-    judge_seconds = time.perf_counter() - started
-    reply_of = dict(zip(judged, replies))
-    log.info("answered %d questions in %.1fs, judged %d in %.1fs", len(keys), answer_seconds, len(judged),
-             judge_seconds)
+    answers, logprobs = engine.answer(conversations, replies, max_tokens=settings["max_tokens"], adapters=adapters,
+                                      repetition_penalty=settings["repetition_penalty"],
+                                      groups=[run["run_id"] for run, _, _ in keys])
+    log.info("answered %d questions and scored their answer log-likelihoods in %.1f s", len(keys),
+             time.perf_counter() - started)
+    loglik = {k: distractor_scores(lps) for k, lps in enumerate(logprobs)}
 
     records = []
-    for i, ((run, q, question_set), prediction) in enumerate(zip(keys, predictions)):
-        record = {
-            "run_id": run["run_id"],
-            "question_set": question_set,
-            "question_id": q["question_id"],
-            "question_type": q["question_type"],
-            "abstention": q.get("abstention", False),
-            "question": q["question"],
-            "reference": q["answer"],
-            "prediction": prediction,
-            **answer_scores(prediction, q["answer"]),
-        }
-        if i in reply_of:
-            record.update(judge_reply=reply_of[i], **parse_judgement(q, reply_of[i]))
-        records.append(record)
+    for k, ((run, q, qset), answer) in enumerate(zip(keys, answers)):
+        records.append({
+            "run_id": run["run_id"], "question_set": qset, "question_id": q["question_id"],
+            "question_type": q["question_type"], "abstention": q.get("abstention", False),
+            "item_ids": q.get("item_ids", []), "question": q["question"], "reference": q["answer"],
+            "prediction": answer.text, "finish_reason": answer.finish_reason, "truncated": answer.truncated,
+            "answer_tokens": answer.n_tokens, "answer_loglik": loglik[(k, "reference")],
+            "distractors": q.get("distractors", []), **loglik[k],
+            **answer_scores(answer.text, q["answer"]),
+        })
     return records
 
 
-def run_evaluate(engine_factory, runs: list[dict], qa_path: str, out_path: str, meta_path: str, settings: dict,
-                 judge_factory=None, control_path: str | None = None) -> int:
+def self_check_sample(runs: list[dict], questions: list[dict], n_questions: int, seed: int) -> list[tuple[dict, dict]]:
+    """The same `n_questions` questions (a seeded draw) for every run of the chunk."""
+    chosen = sorted(random.Random(seed).sample(range(len(questions)), min(n_questions, len(questions))))
+    return [(run, questions[i]) for run in runs for i in chosen]
+
+
+def self_check(engine, sample: list[tuple[dict, dict]], records: list[dict], settings: dict) -> dict:
+    """Generate the sample again through `engine` and compare with the primary backend's answers."""
+    primary = {(r["run_id"], r["question_id"]): r["prediction"] for r in records if r["question_set"] == "dataset"}
+    again = engine.generate([question_messages(q, settings["system_prompt"]) for _, q in sample],
+                            max_tokens=settings["max_tokens"], adapters=[run["adapter"] for run, _ in sample],
+                            repetition_penalty=settings["repetition_penalty"])
+    pairs = []
+    for (run, q), answer in zip(sample, again):
+        first = primary[(run["run_id"], q["question_id"])]
+        pairs.append({"run_id": run["run_id"], "question_id": q["question_id"], "primary": first,
+                      "check": answer.text, "agree": first == answer.text})
+    agreed = sum(p["agree"] for p in pairs)
+    return {"check_backend": engine.backend, "n": len(pairs), "agreed": agreed,
+            "agreement": agreed / len(pairs) if pairs else None, "pairs": pairs}
+
+
+def train_facts(adapter: str | None) -> dict:
+    if adapter is None:
+        return {}
+    summary = read_json(f"{adapter}/{TRAIN_SUMMARY}")
+    return {k: summary.get(k) for k in TRAIN_FACTS}
+
+
+def evaluate(backend: str, engine_settings: EngineSettings, runs: list[dict], questions: list[dict],
+             control: list[dict], settings: dict, threads: int = 1) -> tuple[list[dict], dict]:
+    """Answer with `backend`, then cross-check a sample with the other backend; (records, self-check)."""
+    adapters = [r["adapter"] for r in runs if r["adapter"]]
+    lora = dict(max_loras=max(1, min(len(adapters), settings["max_loras"])) if adapters else 0,
+                max_lora_rank=lora_rank_limit([r["rank"] for r in runs if r["adapter"]]),
+                lora_target_modules=sorted({m for a in adapters for m in read_json(f"{a}/adapter_config.json")
+                                            ["target_modules"]}))
+    engine = open_engine(backend, engine_settings, threads=threads, **lora)
+    records = answer_chunk(engine, runs, questions, control, settings)
+    engine.close()
+
+    check = settings["self_check"]
+    result = {"check_backend": None, "n": 0, "agreed": 0, "agreement": None, "pairs": []}
+    if check["questions"] > 0:
+        other = next(b for b in BACKENDS if b != backend)
+        sample = self_check_sample(runs, questions, check["questions"], engine_settings.seed)
+        checker = open_engine(other, engine_settings, threads=threads, **lora)
+        result = self_check(checker, sample, records, settings)
+        checker.close()
+        log.info("self-check: %d of %d sampled answers identical through %s and %s", result["agreed"], result["n"],
+                 backend, other)
+        if result["agreement"] is not None and result["agreement"] < check["min_agreement"]:
+            worst = [p for p in result["pairs"] if not p["agree"]][:3]
+            raise SelfCheckError(
+                f"self-check failed: only {result['agreed']} of {result['n']} sampled answers agree between {backend} "
+                f"and {other} (evaluate.self_check.min_agreement = {check['min_agreement']}); the adapters may be "
+                f"misapplied by one backend. First disagreements: {worst}")
+    return records, result
+
+
+# ---------------------------------------------------------------- command line
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress evaluate")
+    parser.description = "answer a dataset's questions with a chunk of runs; score answers and log-likelihoods"
+    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--qa", required=True, help="the dataset's questions (qa.jsonl)")
+    parser.add_argument("--control", help="general-knowledge control questions (JSON lines), answered by every run")
+    parser.add_argument("--runs", type=parse_json_arg, required=True, help='JSON list of {"run_id", "adapter", "rank"}')
+    parser.add_argument("--settings", type=parse_json_arg, required=True, help="config `evaluate` as JSON")
+    parser.add_argument("--engine", type=parse_json_arg, required=True,
+                        help="engine params as JSON: {dtype, backend, model_config, generation}")
+    add_runtime_arguments(parser)
+    parser.add_argument("--out", required=True, help="answer records (JSON lines)")
+    parser.add_argument("--meta", required=True, help="provenance, self-check and the runs' training facts (JSON)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
     from .prepare import load_control
 
-    questions = read_jsonl(qa_path)
-    control = load_control(control_path) if control_path else []
+    args = build_parser().parse_args(argv)
+    apply_runtime(args)
+    questions = read_jsonl(args.qa)
+    control = load_control(args.control) if args.control else []
+    engine_settings = EngineSettings.from_engine(args.model, args.engine)
     started = time.perf_counter()
-    records = evaluate_chunk(engine_factory, runs, questions, settings, judge_factory, control)
-    write_json(meta_path, provenance(settings, runs=runs, n_questions=len(questions), n_control=len(control),
+    try:
+        records, check = evaluate(args.engine["backend"], engine_settings, args.runs, questions, control, args.settings,
+                                  args.threads)
+    except SelfCheckError as exc:
+        raise StageError(str(exc)) from None
+    runs = [{**run, "training": train_facts(run["adapter"])} for run in args.runs]
+    write_json(args.meta, provenance("evaluate", args.settings, backend=args.engine["backend"], dtype=args.engine["dtype"], runs=runs,
+                                     self_check=check, n_questions=len(questions), n_control=len(control),
                                      seconds=round(time.perf_counter() - started, 1)))
-    return write_jsonl(out_path, records)
+    write_jsonl(args.out, records)
+    log.info("%s: %d answers", args.out, len(records))

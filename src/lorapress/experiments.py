@@ -7,6 +7,7 @@ seed), so a run that several experiments share is trained and evaluated once.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from . import BASELINE, ORIGINAL, VARIANTS
@@ -71,8 +72,9 @@ def experiment_runs(config: dict, dataset: str) -> list[tuple[str, Run]]:
     """(experiment, run) pairs for one dataset, in a stable order; every experiment has the baseline.
 
     - compression: every variant at train.rank with all items;
-    - capacity: original_text on the first N items, for each N in `items`;
-    - rank_items: original_text for each rank in `ranks` x each N in `items`;
+    - capacity: original_text on the first N items, for each N in `items` ("all": every item, which is
+      the compression experiment's run at the same rank, trained once);
+    - rank_items: original_text for each rank in `ranks` x each N in `items` (likewise);
     - rank_compression: each variant in `variants` for each rank in `ranks`, all items.
     Each trained run is repeated per seed in train.seeds.
     """
@@ -81,8 +83,9 @@ def experiment_runs(config: dict, dataset: str) -> list[tuple[str, Run]]:
     experiments = config.get("experiments", {})
     pairs: list[tuple[str, Run]] = []
 
-    def add(name: str, condition: str, r: int, items: int | None) -> None:
-        pairs.extend((name, Run(dataset, condition, r, items, seed)) for seed in seeds)
+    def add(name: str, condition: str, r: int, items: int | str | None) -> None:
+        n = None if items in (None, "all") else int(items)
+        pairs.extend((name, Run(dataset, condition, r, n, seed)) for seed in seeds)
 
     for name in EXPERIMENTS:
         spec = experiments.get(name)
@@ -114,8 +117,31 @@ def runs(config: dict, dataset: str) -> list[Run]:
                                          -1 if r.items is None else r.items, r.seed))
 
 
-def eval_chunks(config: dict, dataset: str) -> list[list[Run]]:
-    """Runs grouped into chunks evaluated by one engine start each."""
+def run_bits(run: Run) -> str:
+    """The run's stable hash as a bit string: where it falls does not depend on the other runs."""
+    digest = hashlib.sha256(run.run_id.encode()).digest()
+    return "".join(f"{byte:08b}" for byte in digest)
+
+
+def eval_chunks(config: dict, dataset: str) -> dict[str, list[Run]]:
+    """Runs grouped into chunks, each evaluated by one engine start; chunk name -> runs.
+
+    A chunk is a prefix of the runs' hash bits ("h" + bits): the root holds every run; a prefix
+    holding more than `evaluate.adapters_per_engine` runs is split in two by the next bit. A
+    chunk's runs therefore depend only on runs that share its prefix: adding or removing a run
+    changes only the chunk it falls in (which may split in two, or merge with its sibling), and
+    every other chunk, with its cached answers, stays as it is.
+    """
     size = int(config["evaluate"]["adapters_per_engine"])
-    all_runs = runs(config, dataset)
-    return [all_runs[i:i + size] for i in range(0, len(all_runs), size)]
+    chunks: dict[str, list[Run]] = {}
+
+    def split(prefix: str, members: list[Run]) -> None:  # members stay in `runs` order
+        if len(members) <= size or len(prefix) >= 256:
+            if members:
+                chunks[f"h{prefix}"] = members
+            return
+        for bit in "01":
+            split(prefix + bit, [r for r in members if run_bits(r)[len(prefix)] == bit])
+
+    split("", runs(config, dataset))
+    return dict(sorted(chunks.items()))

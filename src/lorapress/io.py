@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-class InputError(Exception):
+class StageError(Exception):
+    """A stage cannot go on; reported to the user as one line, exit status 2."""
+
+
+class InputError(StageError):
     """Bad input, reported to the user as one line: file, place, field, problem."""
 
     def __init__(self, path: str | os.PathLike, where: str, message: str):
@@ -103,6 +107,21 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def provenance(settings: dict | None = None, **extra: Any) -> dict:
-    """What produced an artefact: the config slice it used, versions, commit."""
-    return {"settings": settings or {}, "versions": package_versions(), "git_commit": git_commit(), **extra}
+def parse_json_arg(text: str):
+    """argparse type for JSON arguments (config slices arrive as JSON)."""
+    import argparse
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def provenance(stage: str, settings: dict | None = None, **extra: Any) -> dict:
+    """What produced an artefact: the stage's code fingerprint, the config slice it used, the machine,
+    versions and commit (the commit alone cannot see uncommitted edits; the fingerprint can)."""
+    from .fingerprint import code_fingerprint
+    from .hardware import detect
+
+    return {"stage": stage, "code_fingerprint": code_fingerprint(stage), "settings": settings or {},
+            "hardware": detect().describe(), "versions": package_versions(), "git_commit": git_commit(), **extra}

@@ -1,13 +1,15 @@
 """Text-overlap metrics, all from well-kept libraries.
 
-ROUGE from rouge-score, BLEU from sacrebleu (its default 13a word tokeniser,
-meant for English), and SQuAD-style exact match / token F1 from torchmetrics.
+ROUGE from rouge-score, BLEU and n-gram precisions from sacrebleu (its default
+13a word tokeniser, meant for English), and SQuAD-style exact match / token F1
+from torchmetrics.
 All scores are on a 0-100 scale.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from statistics import fmean
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -32,10 +34,12 @@ def bleu(prediction: str, reference: str) -> float:
     return sacrebleu.sentence_bleu(prediction, [reference]).score
 
 
-def corpus_bleu(predictions: list[str], references: list[str]) -> float:
+def corpus_ngram_precisions(predictions: list[str], references: list[str]) -> list[float]:
+    """sacrebleu's modified 1- to 4-gram precisions (%) of `predictions` against `references`
+    (BLEU without its brevity penalty, which for a summary only restates its length)."""
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(predictions, [references]).score
+    return list(sacrebleu.corpus_bleu(predictions, [references]).precisions)
 
 
 def squad(prediction: str, reference: str) -> dict[str, float]:
@@ -59,3 +63,11 @@ def answer_scores(prediction: str, reference: str) -> dict[str, float]:
         "bleu": bleu(prediction, reference),
         **squad(prediction, reference),
     }
+
+
+def distractor_scores(logprobs: list[list[float]]) -> dict:
+    """From the token log-probs of [reference, *distractors]: the reference's mean per-token log-likelihood,
+    the distractors' mean of theirs, and the share of distractors the reference beats."""
+    reference, *others = [fmean(lp) for lp in logprobs]
+    return {"answer_loglik": reference, "distractor_loglik": fmean(others) if others else None,
+            "distractors_beaten": sum(reference > o for o in others) / len(others) if others else None}

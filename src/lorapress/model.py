@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 from pathlib import Path
@@ -71,7 +72,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, dtype: str = "float32") -> None
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "lorapress_provenance.json", provenance({"gguf": str(gguf_file), "dtype": dtype}))
+        write_json(tmp / "lorapress_provenance.json", provenance("model", {"gguf": str(gguf_file), "dtype": dtype}))
     log.info("converted %s -> %s", gguf_file, out_dir)
 
 
@@ -80,3 +81,17 @@ def prepare_model(spec: str, out_dir: str | Path, dtype: str = "float32") -> Non
     if name is None:
         raise ValueError(f"model.base {spec!r} is not a builtin model; nothing to convert")
     convert_gguf(builtin_gguf(name), Path(out_dir), dtype)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress model")
+    parser.description = "convert the embedded GGUF model to a Hugging Face directory"
+    parser.add_argument("--base", required=True, help="model.base, e.g. builtin:smollm2-135m-instruct")
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.add_argument("--dtype", default="float32", help="dtype of the saved weights (engines cast on load)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    prepare_model(args.base, args.out, args.dtype)

@@ -2,23 +2,29 @@
 
 Writes two JSON-lines files per dataset:
 - docs.jsonl: one knowledge item per line `{item_id, title, text, date?, source?}`
-  (a wiki article; a LongMemEval chat session rendered as dated text);
+  (a wiki article; a LongMemEval chat session: its turns as text, its dated header as title);
 - qa.jsonl: one question per line `{question_id, question, answer, question_type,
-  item_ids, question_date?, abstention}`; `item_ids` are the items holding the answer.
+  item_ids, question_date?, abstention, distractor, distractors}`; `item_ids` are the items
+  holding the answer; `distractors` are wrong answers of the same kind (other items'
+  answers), against which the knowledge-specific log-likelihood margin is measured.
 
 Every problem in the input is an `InputError` naming file, line or record, and field.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import random
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .io import InputError, write_jsonl
+from .io import InputError, parse_json_arg, write_jsonl
+
+log = logging.getLogger(__name__)
 
 LONGMEMEVAL_TYPES = (
     "single-session-user",
@@ -122,7 +128,8 @@ def load_wiki(path: Path, *, limit: int | None = None, sample: int | None = None
     if not docs:
         raise InputError(path, "", "empty file: no records")
     kept = {d["item_id"] for d in _subset(docs, limit=limit, sample=sample, seed=seed)}
-    return [d for d in docs if d["item_id"] in kept], [q for q in questions if q["item_ids"][0] in kept]
+    questions = [q for q in questions if q["item_ids"][0] in kept]
+    return [d for d in docs if d["item_id"] in kept], assign_distractors(questions, group_of=lambda q: "wiki")
 
 
 # ---------------------------------------------------------------- longmemeval
@@ -156,11 +163,15 @@ def _longmemeval_records(path: Path) -> Iterator[tuple[int, dict]]:
             raise InputError(path, "", "empty array: no questions")
 
 
-def render_session(session_id: str, date: str, turns: list[dict]) -> str:
-    """A chat session as dated plain text. `has_answer` markers never leave the loader."""
-    lines = [f"Chat session {session_id} on {date}"]
-    lines += [f"{turn['role']}: {turn['content'].strip()}" for turn in turns]
-    return "\n".join(lines)
+def session_title(session_id: str, date: str) -> str:
+    """The dated header of a session. It is the item's title, so every compressed variant keeps it:
+    temporal questions need the date, and compression only rewrites the text."""
+    return f"Chat session {session_id} on {date}"
+
+
+def render_session(turns: list[dict]) -> str:
+    """A chat session's turns as plain text. `has_answer` markers never leave the loader."""
+    return "\n".join(f"{turn['role']}: {turn['content'].strip()}" for turn in turns)
 
 
 def _session_turns(turns: Any, path: Path, where: str) -> list[dict]:
@@ -226,8 +237,8 @@ def load_longmemeval(
             if sid not in sessions:
                 sessions[sid] = {
                     "item_id": sid,
-                    "title": f"Chat session {sid}",
-                    "text": render_session(sid, date, _session_turns(turns, path, swhere)),
+                    "title": session_title(sid, date),
+                    "text": render_session(_session_turns(turns, path, swhere)),
                     "date": date,
                     "_when": when,
                 }
@@ -253,7 +264,7 @@ def load_longmemeval(
     )
     for doc in docs:
         del doc["_when"]
-    return docs, questions
+    return docs, assign_distractors(questions, group_of=lambda q: q["question_type"])
 
 
 def _subset(questions: list[dict], *, limit: int | None, sample: int | None, seed: int) -> list[dict]:
@@ -262,6 +273,53 @@ def _subset(questions: list[dict], *, limit: int | None, sample: int | None, see
     if sample is not None and sample < len(questions):
         keep = set(random.Random(seed).sample(range(len(questions)), sample))
         questions = [q for i, q in enumerate(questions) if i in keep]
+    return questions
+
+
+# ---------------------------------------------------------------- distractors
+_YEAR = re.compile(r"^(1[0-9]|20)\d\d$")
+_NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                 "hundred", "thousand", "million", "dozen"}
+
+
+def answer_kind(answer: str) -> str:
+    """A coarse answer type, so a distractor is the same kind of fact: year, number or text."""
+    text = answer.strip().lower()
+    if _YEAR.match(text):
+        return "year"
+    if re.search(r"\d", text) or any(w.strip(".,") in _NUMBER_WORDS for w in text.split()):
+        return "number"
+    return "text"
+
+
+DISTRACTORS = 3  # wrong answers per question: the margin averages over them, so one odd pick weighs little
+
+
+def assign_distractors(questions: list[dict], group_of, k: int = DISTRACTORS) -> list[dict]:
+    """Give every question up to `k` wrong answers of the same kind from other items: the first questions
+    after it (cyclically, in file order) of the same group and answer kind whose items differ, then, if
+    too few, of the same group only. `distractor` is the first (the judge's known-wrong control),
+    `distractors` all of them. Abstention questions get none (their reference is an explanation, not a
+    fact). Deterministic, so every run is scored against the same distractors."""
+    candidates = [q for q in questions if not q.get("abstention")]
+    n = len(candidates)
+    position = {id(q): k for k, q in enumerate(candidates)}
+    for question in questions:
+        question["distractor"], question["distractors"] = None, []
+        if question.get("abstention") or n < 2:
+            continue
+        start = position[id(question)]
+        ring = [candidates[(start + d) % n] for d in range(1, n)]
+        other = [q for q in ring if group_of(q) == group_of(question)
+                 and not set(q.get("item_ids", [])) & set(question.get("item_ids", []))
+                 and q["answer"].strip().lower() != question["answer"].strip().lower()]
+        same_kind = [q for q in other if answer_kind(q["answer"]) == answer_kind(question["answer"])]
+        picks: list[str] = []
+        for q in same_kind + other:
+            if len(picks) < k and q["answer"] not in picks:
+                picks.append(q["answer"])
+        question["distractors"] = picks
+        question["distractor"] = picks[0] if picks else None
     return questions
 
 
@@ -275,7 +333,7 @@ def load_control(path: str | Path) -> list[dict]:
                           "abstention": False})
     if not questions:
         raise InputError(path, "", "empty file: no records")
-    return questions
+    return assign_distractors(questions, group_of=lambda q: "control")
 
 
 LOADERS = {"wiki_jsonl": load_wiki, "longmemeval": load_longmemeval}
@@ -290,3 +348,21 @@ def prepare(fmt: str, path: str | Path, docs_out: str | Path, qa_out: str | Path
     options = {k: v for k, v in options.items() if v is not None}
     docs, questions = LOADERS[fmt](path, **options)
     return write_jsonl(docs_out, docs), write_jsonl(qa_out, questions)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress prepare")
+    parser.description = "load and validate a dataset; write its knowledge items and questions"
+    parser.add_argument("--format", required=True, choices=sorted(LOADERS))
+    parser.add_argument("--input", required=True, help="dataset file")
+    parser.add_argument("--docs", required=True, help="output knowledge items (JSON lines)")
+    parser.add_argument("--qa", required=True, help="output questions (JSON lines)")
+    parser.add_argument("--options", type=parse_json_arg, default={},
+                        help="loader options as JSON (limit, sample, seed, question_types)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    n_docs, n_questions = prepare(args.format, args.input, args.docs, args.qa, **args.options)
+    log.info("%s: %d knowledge items, %d questions", args.input, n_docs, n_questions)

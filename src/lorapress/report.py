@@ -1,39 +1,48 @@
 """Stage `report`: one self-contained HTML page (plots embedded as PNG data URIs).
 
-It answers the study's questions in order: how much each variant compresses
-(TRR), what an adapter learns from each variant (compression), where adding
-knowledge stops helping (capacity), which rank fits which compression (rank
-grids and the fitted recommendation), what the adapters forget, what it cost,
-and what produced it.
+It answers the study's questions in order, every number with its interval: the answers in
+one table; what these runs support of the published claims; whether every adapter learned
+and the backends agree; how much each variant compresses (TRR); where the knowledge went
+(fact survival, open book, closed book); what an adapter learns from each variant; where
+adding knowledge stops helping; which rank fits which compression; what the judge says
+and whether it can judge; what it cost; and what produced it.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import io
 import json
 import math
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
 from . import BASELINE, VARIANTS
-from .experiments import EXPERIMENTS
-from .io import atomic_path, git_commit, package_versions
+from .io import atomic_path, git_commit, package_versions, parse_json_arg, read_json
 from .stats import level_order_holds
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.88em}
-th,td{border-top:1px solid #ddd;border-bottom:1px solid #ddd;padding:.3em .6em;text-align:right}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em}
+th,td{border-top:1px solid #ddd;border-bottom:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}
-.note{color:#555;font-size:.9em}.warn{color:#a33;font-weight:bold}
+.note{color:#555;font-size:.9em}.warn{color:#a33;font-weight:bold}.ok{color:#276;font-weight:bold}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.8em}img{max-width:100%}
 nav a{margin-right:1em}
 """
+METRIC_LABELS = {
+    "f1": "token F1 (0-100)", "exact_match": "exact match (%)", "rougeL": "ROUGE-L F (0-100)",
+    "judge_score": "judge score (1-5)", "judge_expected": "judge expected score (1-5, probability-weighted)",
+    "judge_accuracy": "judge accuracy (%)", "judge_p_yes": "judge P(yes) (%)",
+    "answer_loglik": "answer log-likelihood (nats/token)", "answer_margin": "answer − distractor log-likelihood",
+    "answer_preferred": "answer preferred over distractor (%)", "control_f1": "control F1 (forgetting)",
+    "control_loglik": "control log-likelihood (forgetting)",
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -48,242 +57,474 @@ def figure_html(fig, alt: str) -> str:
 
 
 def table_html(frame: pd.DataFrame, digits: int = 2) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0, escape=True)
+    body = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0, escape=True)
+    return f'<div class="scroll">{body}</div>'
 
 
-def _num(value, digits=2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def num(value, digits: int = 2, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def _with_ci(row) -> str:
-    """`score [low, high]` where a bootstrap CI exists."""
-    text = _num(row["score"])
-    if not pd.isna(row.get("ci_low", float("nan"))):
-        text += f" [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+def with_ci(value, low, high, digits: int = 2, sign: bool = False) -> str:
+    text = num(value, digits, sign)
+    if text != "–" and num(low) != "–":
+        text += f" [{num(low, digits, sign)}, {num(high, digits, sign)}]"
     return text
 
 
-def _delta(row, prefix: str) -> str:
-    pct = row.get(f"{prefix}_pct")
-    if pct is None or pd.isna(pct):
+def is_true(flag) -> bool:
+    return flag is True or flag == "True" or flag == 1.0
+
+
+def delta(row, prefix: str, digits: int = 2) -> str:
+    """`+0.54 [+0.42, +0.67] (+12.3%) *†`: the difference with its interval, the % beside it,
+    * where the raw interval excludes zero, † where it survives Holm's adjustment in its table."""
+    if f"{prefix}_diff" not in row or num(row.get(f"{prefix}_diff")) == "–":
         return "–"
-    sig = row.get(f"{prefix}_sig")
-    mark = "*" if sig is True or sig == "True" else ""
-    return f"{pct:+.1f}%{mark}"
+    text = with_ci(row[f"{prefix}_diff"], row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high"), digits, True)
+    pct = row.get(f"{prefix}_pct")
+    if num(pct) != "–":
+        text += f" ({pct:+.1f}%)"
+    marks = ("*" if is_true(row.get(f"{prefix}_sig")) else "") + ("†" if is_true(row.get(f"{prefix}_sig_holm")) else "")
+    return text + (f" {marks}" if marks else "")
 
 
-def _variant_order(values) -> list[str]:
+def label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def variant_order(values) -> list[str]:
     order = [BASELINE, *VARIANTS]
     return sorted(values, key=lambda v: order.index(v) if v in order else len(order))
 
 
-def _section(anchor: str, title: str, *parts: str) -> str:
+def section(anchor: str, title: str, *parts: str) -> str:
     return f'<h2 id="{anchor}">{html.escape(title)}</h2>' + "".join(p for p in parts if p)
 
 
-def split_table_name(stem: str) -> tuple[str, str]:
-    """`rank_items_wiki` -> (`rank_items`, `wiki`)."""
-    for experiment in sorted(EXPERIMENTS, key=len, reverse=True):
-        if stem.startswith(experiment + "_"):
-            return experiment, stem[len(experiment) + 1:]
-    raise ValueError(f"not a table name: {stem}")
+def note(text: str) -> str:
+    return f'<p class="note">{text}</p>'
+
+
+SIG_NOTE = ("Differences are points of the metric with their 95% interval and, in brackets, % of the reference; "
+            "* = the interval excludes zero; † = still significant after Holm's adjustment for the comparisons in "
+            "its table.")
 
 
 # ---------------------------------------------------------------- sections
-def summary_section(summary: dict) -> str:
+def answers_section(summary: dict) -> str:
     rows = []
-    for dataset, s in summary.items():
-        rec = s.get("rank_recommendation", {})
-        bands = ", ".join(f"TRR {b['trr_band']}%: r={b['recommended_rank']}" for b in rec.get("bands", [])) \
-            if rec.get("available") else rec.get("reason", "–")
-        rows.append({"dataset": dataset, "metric": s.get("metric"), "best condition": s.get("best_condition", "–"),
-                     "capacity peak (items)": s.get("capacity_peak_items", "–"),
-                     "capacity knee (items)": s.get("capacity_knee_items") or "–",
-                     "recommended rank": bands})
-    return _section("answers", "The answers in one table", table_html(pd.DataFrame(rows)))
+    for dataset, s in summary["datasets"].items():
+        for metric in s["metrics"]:
+            best = s.get("best_condition", {}).get(metric, {})
+            cap = s.get("capacity", {}).get(metric, {}).get("all", {})
+            rec = s.get("rank_recommendation", {}).get(metric, {})
+            bands = "; ".join(f"TRR {b['trr_band']}%: {b['verdict']}" for b in rec.get("bands", [])) \
+                if rec.get("available") else rec.get("reason", "–")
+            peak = "–"
+            if cap.get("peak_items") is not None:
+                peak = f"{cap['peak_items']}" + (f" [{num(cap.get('peak_ci_low'), 0)}, {num(cap.get('peak_ci_high'), 0)}]"
+                                                  if cap.get("peak_ci_low") is not None else "")
+            knee = "–" if cap.get("knee_items") is None else num(cap["knee_items"], 0) + (
+                f" [{num(cap.get('knee_ci_low'), 0)}, {num(cap.get('knee_ci_high'), 0)}]" if cap.get("knee_ci_low") is not None else "")
+            rows.append({"dataset": dataset, "metric": label(metric), "best condition": best.get("condition", "–"),
+                         "its score [CI]": with_ci(best.get("score"), best.get("ci_low"), best.get("ci_high")),
+                         "vs baseline": (num(best.get("vs_baseline_diff"), 2, True) +
+                                         (" *" if is_true(best.get("vs_baseline_sig")) else "") +
+                                         ("†" if is_true(best.get("vs_baseline_sig_holm")) else "")) if best else "–",
+                         "capacity peak (items)": peak, "knee": knee, "recommended rank": bands})
+    checks = []
+    for dataset, s in summary["datasets"].items():
+        check = s.get("self_check", {})
+        judge = s.get("judge_controls", {})
+        checks.append(
+            f"<li><b>{html.escape(dataset)}</b>: {len(s.get('inert_runs', []))} of {s.get('n_runs', 0) - 1} adapters "
+            f"inert{' (' + ', '.join(map(html.escape, s['inert_runs'])) + ')' if s.get('inert_runs') else ''}; "
+            f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers identical through "
+            f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))}; "
+            + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
+               f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
+            + html.escape(s.get("seed_note", "")) + "</li>")
+    return section("answers", "The answers in one table", table_html(pd.DataFrame(rows)),
+                   note("* = the interval excludes zero, † = also after Holm's adjustment. Capacity peak and knee "
+                        "carry the 95% interval of their bootstrap replicates. A rank is recommended only where the "
+                        "interval of its lead over the runner-up excludes zero."),
+                   f"<ul>{''.join(checks)}</ul>")
+
+
+def claims_section(summary: dict) -> str:
+    claims = summary.get("claims", [])
+    if not claims:
+        return ""
+    rows = [{"claim": c["text"], "dataset": c.get("dataset") or "–", "metric": label(c["metric"]) if c.get("metric") else "–",
+             "compared": c.get("compared", "–"),
+             "this run": with_ci(c.get("estimate"), c.get("ci_low"), c.get("ci_high"), 3, True),
+             "verdict": c["verdict"]} for c in claims]
+    spread = summary.get("paper_replicate_spread", {})
+    return section("claims", "What these runs support", note(
+        "Each published claim becomes a difference between two cells of this run's tables. <b>supported</b>: its "
+        "95% interval lies on the claimed side of zero; <b>contradicted</b>: on the other side; <b>not "
+        "significant</b>: it spans zero; <b>not tested</b>: this run lacks the cells. The claims carried no "
+        "interval; the study's own replicate runs of one setting (r16, 500 items, original text) scored "
+        f"{', '.join(f'{v:.3f}' for v in spread.get('values', []))}: a spread of {num(spread.get('range'), 3)} on "
+        "its 1–5 scale, as large as several of the differences it reports (e.g. 2.247 vs 2.212 = 0.035)."),
+        table_html(pd.DataFrame(rows), 3))
+
+
+def adapters_section(runs: pd.DataFrame, summary: dict) -> str:
+    if runs.empty:
+        return ""
+    shown = ["dataset", "run_id", "inert", "changed_answers_pct", "loglik_gain", "loglik_gain_ci_low",
+             "loglik_gain_ci_high", "truncated_pct", "self_check_agreement", "train_optimizer_steps",
+             "train_warmup_steps", "train_lr_reached_peak", "train_tokens_seen", "train_loss_first", "train_loss_last",
+             "train_lora_scaling"]
+    frame = runs[[c for c in shown if c in runs]]
+    inert = runs[runs.get("inert", pd.Series(False, index=runs.index)).fillna(False).astype(bool)]
+    verdict = (f'<p class="warn">{len(inert)} inert adapter(s): {", ".join(inert["run_id"])} — they changed no answer '
+               "and no log-likelihood; their scores say nothing about their condition.</p>") if len(inert) else \
+        '<p class="ok">No adapter is inert: every one changed answers or answer log-likelihoods against the baseline.</p>'
+    return section("adapters", "Adapters that learned", note(
+        "Every adapter against the untuned baseline on the same questions: the share of answers that differ and the "
+        "change in answer log-likelihood (nats/token, 95% interval). <b>inert</b> = no answer and no log-likelihood "
+        "changed. self_check_agreement: share of a sample of the chunk's answers that came out identical through the "
+        "other backend (vLLM against transformers + peft); below the configured minimum the evaluate job fails. "
+        "truncated_pct: answers cut at evaluate.max_tokens. Training: optimizer steps actually taken, warm-up steps, "
+        "tokens trained (every token of every item: long items are cut into pieces, never truncated)."),
+        verdict, table_html(frame, 3))
 
 
 def trr_section(trr: pd.DataFrame, items: pd.DataFrame) -> str:
     import seaborn as sns
 
-    parts = ['<p class="note">TRR = 100 × (1 − compressed / original length), in %, by characters unless named; '
-             "off-target share = replies outside their level's band after one retry; retention = ROUGE recall and "
-             "BLEU of the compressed text against its original.</p>", table_html(trr)]
+    parts = [note("TRR = 100 × (1 − compressed / original length), in %, by characters unless named. trr_mean: mean of "
+                  "the items' TRRs; trr_pooled: 100 × (1 − total compressed / total original), what the training set "
+                  "lost. off_target_share: replies outside their level's band (target ± tolerance) after one retry; "
+                  "over_compressed_share: those past the band's upper end. Retention: ROUGE recall of the original, "
+                  "and sacrebleu's n-gram precisions of the compressed text against it (BLEU's brevity penalty would "
+                  "only restate the TRR)."), table_html(trr)]
     for dataset, holds in level_order_holds(trr).items():
         if not holds:
             parts.append(f'<p class="warn">{html.escape(dataset)}: TRR does not rise strictly from l1 to l5 — '
                          "the model did not hold every compression level apart.</p>")
     grid = sns.catplot(data=items, x="variant", y="trr_chars", col="dataset", kind="box",
-                       order=_variant_order(items["variant"].unique()), height=3.4, aspect=1.4)
+                       order=variant_order(items["variant"].unique()), height=3.4, aspect=1.4)
     grid.set_xticklabels(rotation=35, ha="right")
     grid.set_axis_labels("", "TRR (%)")
     parts.append(figure_html(grid.figure, "TRR distribution per variant"))
-    return _section("trr", "Text reduction rate (TRR)", *parts)
+    return section("trr", "Text reduction rate (TRR)", *parts)
 
 
-def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, metric: str) -> str:
+def decomposition_section(decomposition: dict[str, pd.DataFrame]) -> str:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    parts = [f'<p class="note">Score = {html.escape(metric)} (mean over questions and seeds) with its bootstrap 95% CI '
-             "over questions. Δ in % of the baseline (untuned model) and of <code>original_text</code>; * = the paired "
-             "bootstrap CI of the difference excludes zero. Forgetting = change in the control (general-knowledge) "
-             "score against the baseline, in points.</p>"]
-    points = []
-    for dataset, table in tables.items():
-        trr_of = trr[trr["dataset"] == dataset].set_index("variant")["trr_mean"]
-        rows = [{"condition": r["condition"], "TRR %": _num(trr_of.get(r["condition"], float("nan")), 1),
-                 "score [95% CI]": _with_ci(r), "seed sd": _num(r.get("seed_sd")),
-                 "Δ vs baseline": _delta(r, "vs_baseline"), "Δ vs original": _delta(r, "vs_original"),
-                 "forgetting": _num(r.get("control_drop"))} for _, r in table.iterrows()]
+    if not decomposition:
+        return ""
+    parts = [note("Where the knowledge went, per variant. <b>fact survival</b>: share of questions whose reference "
+                  "answer is still stated in the compressed text of its item(s) (SQuAD-normalised); <b>open book</b>: "
+                  "the untuned model answering with that text in its prompt, the ceiling of what the text still holds; "
+                  "<b>closed book</b>: the adapter trained on that text (the compression experiment). A gap between "
+                  "fact survival and open book is the reader's; between open and closed book, training's; a fall of "
+                  "fact survival with TRR is compression's. Intervals: 95%, bootstrap over questions.")]
+    fig, axes = plt.subplots(len(decomposition), 2, figsize=(12, 3.8 * len(decomposition)), squeeze=False)
+    for (dataset, table), (left, right) in zip(decomposition.items(), axes):
+        rows = []
+        for _, r in table.iterrows():
+            rows.append({"variant": r["variant"], "TRR %": num(r.get("trr_mean"), 1),
+                         "fact survival %": with_ci(r.get("fact_survival"), r.get("fact_survival_ci_low"),
+                                                    r.get("fact_survival_ci_high"), 1),
+                         **{f"{book} {label(m)}": with_ci(r.get(f"{book.replace(' ', '_')}_{m}"),
+                                                          r.get(f"{book.replace(' ', '_')}_{m}_ci_low"),
+                                                          r.get(f"{book.replace(' ', '_')}_{m}_ci_high"))
+                            for m in ("f1", "answer_loglik") for book in ("open book", "closed book")}})
         parts += [f"<h3>{html.escape(dataset)}</h3>", table_html(pd.DataFrame(rows))]
-        points.append(table.merge(trr[trr["dataset"] == dataset], left_on="condition", right_on="variant")
-                      .assign(dataset=dataset))
-    if points:
-        data = pd.concat(points)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        sns.scatterplot(data=data, x="trr_mean", y="score", hue="dataset", style="condition", s=80, ax=ax)
-        for _, row in data.iterrows():
-            ax.plot([row["trr_mean"]] * 2, [row["ci_low"], row["ci_high"]], color="grey", lw=0.8)
-        for dataset, table in tables.items():
-            base = table.loc[table["condition"] == BASELINE, "score"]
-            if len(base):
-                ax.axhline(float(base.iloc[0]), ls="--", lw=1, color="grey")
-        ax.set(xlabel="mean TRR (%)", ylabel=metric, title="Score against text reduction (dashed: baseline)")
-        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-        parts.append(figure_html(fig, "score against TRR"))
-    return _section("compression", "Compression: what an adapter learns from each variant", *parts)
+        data = table[table["variant"] != BASELINE]
+        x = range(len(data))
+        for column, name in (("fact_survival", "fact survival %"), ("open_book_f1", "open book F1"),
+                             ("closed_book_f1", "closed book F1")):
+            if column in data:
+                left.errorbar(list(x), data[column], yerr=[data[column] - data[f"{column}_ci_low"],
+                                                           data[f"{column}_ci_high"] - data[column]],
+                              marker="o", capsize=3, label=name)
+        for column, name in (("open_book_answer_loglik", "open book"), ("closed_book_answer_loglik", "closed book")):
+            if column in data:
+                right.errorbar(list(x), data[column], yerr=[data[column] - data[f"{column}_ci_low"],
+                                                            data[f"{column}_ci_high"] - data[column]],
+                               marker="o", capsize=3, label=name)
+        base = table[table["variant"] == BASELINE]
+        if len(base) and "closed_book_answer_loglik" in base:
+            right.axhline(float(base["closed_book_answer_loglik"].iloc[0]), ls="--", color="grey", label="baseline")
+        for ax, ylabel in ((left, "% / F1"), (right, "answer log-likelihood (nats/token)")):
+            ax.set_xticks(list(x), [f"{v}\n{t:.0f}%" for v, t in zip(data["variant"], data["trr_mean"])], fontsize=7)
+            ax.set(title=dataset, ylabel=ylabel)
+            ax.legend(fontsize=8)
+    parts.append(figure_html(fig, "decomposition: fact survival, open book, closed book per variant"))
+    return section("decomposition", "Where the knowledge went", *parts)
 
 
-def capacity_section(tables: dict[str, pd.DataFrame], summary: dict, metric: str) -> str:
+def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summary: dict) -> str:
     import matplotlib.pyplot as plt
 
     if not tables:
         return ""
-    parts = ['<p class="note">original_text trained on the first N items (items 0 = baseline), evaluated on the '
-             "full question set. vs_previous = points gained over the previous tier (* = its CI excludes zero).</p>"]
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), squeeze=False)
-    for ax, (dataset, table) in zip(axes[0], tables.items()):
-        ax.errorbar(table["items"], table["score"], yerr=[table["score"] - table["ci_low"], table["ci_high"] - table["score"]],
-                    marker="o", capsize=3)
-        s = summary.get(dataset, {})
-        if s.get("capacity_peak_items") is not None:
-            ax.axvline(s["capacity_peak_items"], color="tab:green", ls="--", label=f"peak ({s['capacity_peak_items']})")
-        if s.get("capacity_knee_items") is not None:
-            ax.axvline(s["capacity_knee_items"], color="tab:red", ls=":", label=f"knee ({s['capacity_knee_items']:g})")
-        ax.set(title=dataset, xlabel="items trained on", ylabel=metric)
+    parts = [note("Score = mean over questions and seeds, with its 95% interval (seeds, then questions, resampled). "
+                  + SIG_NOTE + " Forgetting = the control (general-knowledge) set's change against the baseline.")]
+    for dataset, table in tables.items():
+        s = summary["datasets"].get(dataset, {})
+        trr_of = trr[trr["dataset"] == dataset].set_index("variant")
+        parts.append(f"<h3>{html.escape(dataset)}</h3>")
+        if s.get("kind") == "longmemeval":
+            parts.append(note("LongMemEval's headline metric is the judge's accuracy; token F1 against an abstention "
+                              "explanation or a preference rubric means little. Training set: " +
+                              html.escape(s.get("training_set", ""))))
+        for metric in [*s.get("metrics", []), "control_f1", "control_loglik"]:
+            rows_of = table[table["metric"] == metric]
+            if rows_of.empty:
+                continue
+            rows = [{"condition": r["condition"], "TRR %": num(trr_of["trr_mean"].get(r["condition"], float("nan")), 1)
+                     if "trr_mean" in trr_of else "–", "score [95% CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
+                     "seed sd": num(r.get("seed_sd")), "Δ vs baseline": delta(r, "vs_baseline"),
+                     "Δ vs original": delta(r, "vs_original")} for _, r in rows_of.iterrows()]
+            trained = rows_of[rows_of["condition"] != BASELINE]
+            flagged = trained[trained["vs_baseline_sig_holm"].map(is_true)] if "vs_baseline_sig_holm" in trained else []
+            verdict = (f'<p class="note">{label(metric)}: no condition differs from the baseline beyond chance '
+                       "(Holm) — on this metric these runs cannot separate the conditions.</p>") if len(flagged) == 0 \
+                else ""
+            parts += [f"<h4>{html.escape(label(metric))}</h4>", table_html(pd.DataFrame(rows)), verdict]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, pick in zip(axes, ("headline", "answer_loglik")):
+        for dataset, table in tables.items():
+            metric = summary["datasets"].get(dataset, {}).get("headline") if pick == "headline" else pick
+            data = table[table["metric"] == metric].merge(trr[trr["dataset"] == dataset], left_on="condition",
+                                                          right_on="variant")
+            if data.empty:
+                continue
+            ax.errorbar(data["trr_mean"], data["score"], yerr=[data["score"] - data["ci_low"], data["ci_high"] - data["score"]],
+                        fmt="o", capsize=3, label=f"{dataset} ({metric})")
+            base = table[(table["metric"] == metric) & (table["condition"] == BASELINE)]
+            if len(base):
+                ax.axhline(float(base["score"].iloc[0]), ls="--", lw=1, color="grey")
+        ax.set(xlabel="mean TRR (%)", ylabel="score", title=f"{'headline metric' if pick == 'headline' else label(pick)} "
+               "against TRR (dashed: baseline)")
         ax.legend(fontsize=8)
-        shown = table[["items", "score", "ci_low", "ci_high", "vs_baseline_pct", "vs_previous", "vs_previous_sig"]]
-        parts += [f"<h3>{html.escape(dataset)}</h3>", table_html(shown)]
-    parts.append(figure_html(fig, "capacity curves"))
-    return _section("capacity", "Capacity: where adding knowledge stops helping", *parts)
+    parts.append(figure_html(fig, "score against TRR"))
+    return section("compression", "Compression: what an adapter learns from each variant", *parts)
 
 
-def rank_section(items_tables: dict, compression_tables: dict, summary: dict, metric: str) -> str:
+def capacity_section(tables: dict[str, pd.DataFrame], summary: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    if not tables:
+        return ""
+    parts = [note("original_text trained on the first N items (items 0 = baseline). Two curves: <b>all</b> questions "
+                  "(the paper's: it rises partly because more items are simply covered) and <b>trained</b>: each tier "
+                  "scored only on the questions of the items it was trained on (retention). Peak and knee are found on "
+                  "trained tiers only, each with the 95% interval of its bootstrap replicates. " + SIG_NOTE)]
+    for dataset, table in tables.items():
+        s = summary["datasets"].get(dataset, {})
+        metrics = [m for m in (s.get("headline"), "answer_loglik") if m and m in set(table["metric"])]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 3.6), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            for curve, part in table[table["metric"] == metric].groupby("curve"):
+                ax.errorbar(part["items"], part["score"], yerr=[part["score"] - part["ci_low"], part["ci_high"] - part["score"]],
+                            marker="o", capsize=3, label=f"{curve} questions")
+            cap = s.get("capacity", {}).get(metric, {}).get("all", {})
+            if cap.get("peak_items") is not None:
+                ax.axvline(cap["peak_items"], color="tab:green", ls="--", label=f"peak ({cap['peak_items']})")
+            if cap.get("knee_items") is not None:
+                ax.axvline(cap["knee_items"], color="tab:red", ls=":", label=f"knee ({cap['knee_items']:g})")
+            ax.set(title=f"{dataset}: {label(metric)}", xlabel="items trained on", ylabel=metric)
+            ax.legend(fontsize=8)
+            rows = [{"curve": r["curve"], "items": int(r["items"]), "score [CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
+                     "n questions": r["n_questions"], "Δ vs baseline": delta(r, "vs_baseline"),
+                     "Δ vs previous tier": delta(r, "vs_previous")} for _, r in table[table["metric"] == metric].iterrows()]
+            summary_rows = []
+            for curve, c in s.get("capacity", {}).get(metric, {}).items():
+                if c:
+                    summary_rows.append({"curve": curve, "peak": c.get("peak_items"),
+                                         "peak 95% interval": f"[{num(c.get('peak_ci_low'), 0)}, {num(c.get('peak_ci_high'), 0)}]",
+                                         "knee": num(c.get("knee_items"), 0),
+                                         "knee 95% interval": f"[{num(c.get('knee_ci_low'), 0)}, {num(c.get('knee_ci_high'), 0)}]",
+                                         "replicates with a knee": num(100 * c["knee_found_share"], 0) + "%"
+                                         if c.get("knee_found_share") is not None else "–"})
+            parts += [f"<h3>{html.escape(dataset)}: {html.escape(label(metric))}</h3>", table_html(pd.DataFrame(rows)),
+                      table_html(pd.DataFrame(summary_rows))]
+        parts.append(figure_html(fig, f"{dataset} capacity curves"))
+    return section("capacity", "Capacity: where adding knowledge stops helping", *parts)
+
+
+def rank_section(items_tables: dict, compression_tables: dict, summary: dict, metadata: dict) -> str:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if not items_tables and not compression_tables:
         return ""
-    parts = [f'<p class="note">Score ({html.escape(metric)}) per LoRA rank.</p>']
+    scaling = metadata.get("train", {})
+    parts = [note(f"Score per LoRA rank. LoRA scaling in these grids: <b>{html.escape(str(scaling.get('scaling')))}</b> "
+                  f"(alpha {scaling.get('alpha')}: fixed = alpha/r, so a lower rank also gets a larger update scale; "
+                  "proportional = alpha grows with r, equal scale at every rank; rslora = alpha/√r). " + SIG_NOTE +
+                  " Δ vs top rank: the difference to the grid's highest rank in the same row.")]
     for title, tables, index in (("rank × items", items_tables, "items"), ("rank × compression", compression_tables, "condition")):
         for dataset, table in tables.items():
-            ranks = [c for c in table.columns if c.startswith("rank_") and c.count("_") == 1]
-            grid = table.set_index(index)[ranks]
-            fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(ranks), 0.6 + 0.5 * len(grid)))
-            sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
-            ax.set(title=f"{dataset}: {title}", xlabel="", ylabel=index)
-            parts += [f"<h3>{html.escape(dataset)}: {title}</h3>", figure_html(fig, f"{dataset} {title}"), table_html(table)]
-    for dataset, s in summary.items():
-        rec = s.get("rank_recommendation", {})
-        if not rec.get("available"):
-            continue
-        coef = rec["coefficients"]
-        parts.append(f"<h3>{html.escape(dataset)}: fitted recommendation</h3><p>Fitted on {rec['n_points']} grid cells: "
-                     f"<code>{html.escape(rec['relation'])}</code> with a = {coef['a']:.3f}, b = {coef['b']:.3f}, "
-                     f"c = {coef['c']:.4f}, d = {coef['d']:.4f}; R² = {rec['r2']:.3f}. The gain from doubling the rank "
-                     f"at a given TRR is b + d·TRR.</p>")
-        bands = pd.DataFrame([{"TRR band %": b["trr_band"], "recommended rank": b["recommended_rank"],
-                               "gain per rank doubling": b["gain_per_rank_doubling"],
-                               **{f"predicted r={r}": v for r, v in b["predicted_scores"].items()}} for b in rec["bands"]])
-        parts.append(table_html(bands, 3))
-    return _section("rank", "Which rank fits which compression", *parts)
+            s = summary["datasets"].get(dataset, {})
+            for metric in [m for m in (s.get("headline"), "answer_loglik") if m in set(table["metric"])]:
+                part = table[table["metric"] == metric]
+                grid = part.pivot(index=index, columns="rank", values="score")
+                if index == "condition":
+                    grid = grid.reindex(variant_order(grid.index))
+                fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 0.6 + 0.5 * len(grid)))
+                sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
+                ax.set(title=f"{dataset}: {title}, {metric}", xlabel="rank", ylabel=index)
+                rows = [{index: r[index], "rank": int(r["rank"]), "score [CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
+                         "Δ vs baseline": delta(r, "vs_baseline"), "Δ vs top rank": delta(r, "vs_top_rank")}
+                        for _, r in part.iterrows()]
+                parts += [f"<h3>{html.escape(dataset)}: {title}, {html.escape(label(metric))}</h3>",
+                          figure_html(fig, f"{dataset} {title}"), table_html(pd.DataFrame(rows))]
+    for dataset, s in summary["datasets"].items():
+        for metric, rec in s.get("rank_recommendation", {}).items():
+            if not rec.get("available"):
+                continue
+            lines = ", ".join(f"r={r}: {v['a']:.3f} {v['c']:+.4f}·TRR" for r, v in rec["lines"].items())
+            parts.append(f"<h3>{html.escape(dataset)}: fitted recommendation, {html.escape(label(metric))}</h3>"
+                         f"<p>{html.escape(rec['relation'])}: {html.escape(lines)}; R² = {num(rec['r2'], 3)}. Measured "
+                         f"TRR levels: {', '.join(num(t, 1) for t in rec['trr_measured'])}. Bands outside them get no "
+                         f"recommendation ({', '.join(rec['bands_outside_data']) or 'none'})"
+                         + (f"; ranks without two TRR levels left out: {rec['dropped_ranks']}" if rec["dropped_ranks"] else "")
+                         + ".</p>")
+            bands = pd.DataFrame([{"TRR band %": b["trr_band"], "compared at TRR": num(b["trr_at"], 1),
+                                   "best": f"r={b['best_rank']}", "runner-up": f"r={b['runner_up']}",
+                                   "lead [95% CI]": with_ci(b["rank_effect"], b["rank_effect_ci_low"],
+                                                            b["rank_effect_ci_high"], 3, True),
+                                   "replicates where best": f"{100 * b['best_rank_share']:.0f}%",
+                                   "answer": b["verdict"]} for b in rec["bands"]])
+            parts.append(table_html(bands, 3))
+    return section("rank", "Which rank fits which compression", *parts)
 
 
-def judge_section(scores: pd.DataFrame) -> str:
+def judge_section(scores: pd.DataFrame, summary: dict) -> str:
     part = scores[scores["metric"].str.startswith("judge_") & (scores["experiment"] == "compression")]
     if part.empty:
         return ""
-    tables = []
+    parts = [note("Wiki: the 1–5 rubric (judge_score = the most probable grade; judge_expected = the grade averaged "
+                  "over the judge's probabilities, G-Eval style). LongMemEval: yes/no accuracy (%) per question type, "
+                  "task-averaged (mean of the types), overall, and abstention accuracy, as the benchmark reports them; "
+                  "judge_p_yes = the judge's mean probability of yes. The judge's reply is constrained to the valid set, "
+                  "so judge_unparsed_pct is 0 unless an endpoint could not constrain.")]
     for dataset, rows in part.groupby("dataset"):
         wide = rows.pivot_table(index="condition", columns="metric", values="value").reset_index()
         wide.columns = [c[len("judge_accuracy["):-1] if c.startswith("judge_accuracy[") else c for c in wide.columns]
-        tables += [f"<h3>{html.escape(dataset)}</h3>", table_html(wide.dropna(axis=1, how="all"))]
-    return _section("judge", "LLM judge and LongMemEval accuracy per question type",
-                    '<p class="note">Wiki: mean 1–5 rubric score. LongMemEval: yes/no accuracy (%) per question type, '
-                    "task-averaged (mean of the types), overall, and abstention accuracy, as the benchmark reports them. "
-                    "<code>judge_unparsed_pct</code>: judgements that were not a valid verdict, left out of the means, "
-                    "never defaulted.</p>", *tables)
+        controls = summary["datasets"].get(dataset, {}).get("judge_controls", {})
+        text = ""
+        if controls.get("available"):
+            cls = "ok" if controls["informative"] else "warn"
+            text = (f'<p class="{cls}">Judge controls: {num(controls["accuracy"], 0)}% right '
+                    f"(reference passed {num(controls['reference_pass_pct'], 0)}%, known-wrong answer rejected "
+                    f"{num(controls['wrong_rejected_pct'], 0)}%); its verdict on the reference exceeds that on the wrong "
+                    f"answer by {with_ci(controls['discrimination'], controls['discrimination_ci_low'], controls['discrimination_ci_high'], 2, True)} "
+                    f"(0–1 scale). {'The judge tells right from wrong.' if controls['informative'] else 'The judge cannot tell right from wrong: its verdicts here are uninformative.'}</p>")
+        parts += [f"<h3>{html.escape(dataset)}</h3>", text, table_html(wide.dropna(axis=1, how="all"))]
+    return section("judge", "LLM judge and LongMemEval accuracy per question type", *parts)
 
 
-def cost_section(benchmark_files: list[str]) -> str:
+def cost_section(benchmarks: list[tuple[str, str, str]]) -> str:
     rows = []
-    for path in benchmark_files:
-        parts = Path(path).parts
-        stage_at = parts.index("benchmarks") + 1
+    for stage, job, path in benchmarks:
         frame = pd.read_csv(path, sep="\t")
-        rows.append({"stage": parts[stage_at], "job": "/".join(parts[stage_at + 1:]).removesuffix(".tsv"),
-                     "wall s": frame["s"].mean(), "CPU s": frame["cpu_time"].mean(),
+        rows.append({"stage": stage, "job": job, "wall s": frame["s"].mean(), "CPU s": frame["cpu_time"].mean(),
                      "peak memory MB": frame["max_rss"].mean()})
     if not rows:
         return ""
     jobs = pd.DataFrame(rows).sort_values(["stage", "job"])
     per_stage = jobs.groupby("stage").agg(jobs=("job", "count"), wall_s=("wall s", "sum"), cpu_s=("CPU s", "sum"),
                                           peak_memory_mb=("peak memory MB", "max")).reset_index()
-    return _section("cost", "Cost", '<p class="note">From Snakemake <code>benchmark:</code> files (results/benchmarks/): '
-                    "wall-clock and CPU seconds, peak resident memory. GPU seconds equal wall seconds on GPU jobs.</p>",
-                    table_html(per_stage, 1), "<details><summary>Per job</summary>" + table_html(jobs, 1) + "</details>")
+    top = jobs.sort_values("wall s", ascending=False).head(5)
+    return section("cost", "Cost", note("From Snakemake <code>benchmark:</code> files of this run's jobs: wall-clock and "
+                                        "CPU seconds, peak resident memory. GPU seconds equal wall seconds on GPU jobs."),
+                   table_html(per_stage, 1), "<h3>Top five jobs by wall time</h3>", table_html(top, 1),
+                   "<details><summary>Every job</summary>" + table_html(jobs, 1) + "</details>")
 
 
-def metadata_section(config: dict) -> str:
+def metadata_section(metadata: dict) -> str:
+    hardware = metadata.get("hardware", {})
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git commit": git_commit(),
-            "seeds": ", ".join(map(str, config.get("train", {}).get("seeds", []))),
-            "generation seed": config.get("generation", {}).get("seed"), **package_versions()}
+            "compute dtype": f"{metadata.get('dtype')} (model.dtype {metadata.get('config', {}).get('model', {}).get('dtype')}: "
+                             f"{metadata.get('dtype_reason')})",
+            "CPU": f"{hardware.get('cpu_model')}; flags {', '.join(hardware.get('cpu_flags', [])) or 'none of note'}",
+            "GPU": f"{hardware.get('gpu_name')} (compute capability {hardware.get('gpu_capability')})"
+            if hardware.get("gpu_name") else "none",
+            "evaluation backend": metadata.get("backend"),
+            "seeds": ", ".join(map(str, metadata.get("config", {}).get("train", {}).get("seeds", []))),
+            "LoRA scaling": metadata.get("config", {}).get("train", {}).get("scaling"),
+            "code fingerprints": ", ".join(f"{k} {v}" for k, v in metadata.get("fingerprints", {}).items()),
+            **package_versions()}
     frame = pd.DataFrame({"what": list(meta), "value": [str(v) for v in meta.values()]})
-    return _section("metadata", "Run metadata", table_html(frame),
-                    "<details><summary>Config</summary><pre>" + html.escape(json.dumps(config, indent=2, sort_keys=True))
-                    + "</pre></details>")
+    return section("metadata", "Run metadata", table_html(frame),
+                   "<details><summary>Config (all but resources)</summary><pre>"
+                   + html.escape(json.dumps(metadata.get("config", {}), indent=2, sort_keys=True)) + "</pre></details>")
 
 
 # ---------------------------------------------------------------- page
-def build_report(trr_csv: str, trr_items_csv: str, scores_csv: str, table_csvs: list[str], summary_json: str,
-                 metric: str, config: dict, out_html: str, benchmark_files: list[str] = ()) -> None:
+def build_report(inputs: dict, metadata: dict, out_html: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    trr, items, scores = pd.read_csv(trr_csv), pd.read_csv(trr_items_csv), pd.read_csv(scores_csv)
-    summary = json.loads(Path(summary_json).read_text())
-    tables: dict[str, dict[str, pd.DataFrame]] = {e: {} for e in EXPERIMENTS}
-    for path in table_csvs:
-        experiment, dataset = split_table_name(Path(path).stem)
-        tables[experiment][dataset] = pd.read_csv(path)
+    trr, items, scores = pd.read_csv(inputs["trr"]), pd.read_csv(inputs["trr_items"]), pd.read_csv(inputs["scores"])
+    runs = pd.read_csv(inputs["runs"])
+    summary = read_json(inputs["summary"])
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    for experiment, dataset, path in inputs["tables"]:
+        tables.setdefault(experiment, {})[dataset] = pd.read_csv(path)
+    decomposition = {dataset: pd.read_csv(path) for dataset, path in inputs["decomposition"]}
     sections = [
-        summary_section(summary),
+        answers_section(summary),
+        claims_section(summary),
+        adapters_section(runs, summary),
         trr_section(trr, items),
-        compression_section(tables["compression"], trr, metric),
-        capacity_section(tables["capacity"], summary, metric),
-        rank_section(tables["rank_items"], tables["rank_compression"], summary, metric),
-        judge_section(scores),
-        cost_section(list(benchmark_files)),
-        metadata_section(config),
+        decomposition_section(decomposition),
+        compression_section(tables.get("compression", {}), trr, summary),
+        capacity_section(tables.get("capacity", {}), summary),
+        rank_section(tables.get("rank_items", {}), tables.get("rank_compression", {}), summary, metadata.get("config", {})),
+        judge_section(scores, summary),
+        cost_section(inputs["benchmarks"]),
+        metadata_section(metadata),
     ]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("answers", "answers"), ("trr", "TRR"), ("compression", "compression"), ("capacity", "capacity"),
+        ("answers", "answers"), ("claims", "claims"), ("adapters", "adapters"), ("trr", "TRR"),
+        ("decomposition", "decomposition"), ("compression", "compression"), ("capacity", "capacity"),
         ("rank", "rank"), ("judge", "judge"), ("cost", "cost"), ("metadata", "metadata")))
+    config = metadata.get("config", {})
     head = (f"<h1>lorapress report</h1><p class='note'>How much can a LoRA adapter learn from compressed text, and "
             f"which rank fits which compression? Base model <code>{html.escape(str(config.get('model', {}).get('base')))}"
-            f"</code>; datasets {', '.join(html.escape(d) for d in tables['compression'])}.</p><nav>{nav}</nav>")
+            f"</code> computing in {html.escape(str(metadata.get('dtype')))}; datasets "
+            f"{', '.join(html.escape(d) for d in summary['datasets'])}.</p><nav>{nav}</nav>")
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lorapress report</title>"
             f"<style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>")
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- command line
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress report")
+    parser.description = "write the self-contained HTML report"
+    parser.add_argument("--trr", required=True)
+    parser.add_argument("--trr-items", required=True)
+    parser.add_argument("--scores", required=True)
+    parser.add_argument("--runs", required=True, help="per-run diagnostics from aggregate")
+    parser.add_argument("--summary", required=True, help="summary.json from aggregate")
+    parser.add_argument("--table", nargs=3, action="append", default=[], metavar=("EXPERIMENT", "DATASET", "FILE"))
+    parser.add_argument("--decomposition", nargs=2, action="append", default=[], metavar=("DATASET", "FILE"))
+    parser.add_argument("--benchmark", nargs=3, action="append", default=[], metavar=("STAGE", "JOB", "FILE"),
+                        help="a Snakemake benchmark file of this run's jobs, for the cost table")
+    parser.add_argument("--metadata", type=parse_json_arg, default={},
+                        help="config (without resources), resolved dtype and why, hardware, backend, as JSON")
+    parser.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    build_report({"trr": args.trr, "trr_items": args.trr_items, "scores": args.scores, "runs": args.runs,
+                  "summary": args.summary, "tables": args.table, "decomposition": args.decomposition,
+                  "benchmarks": args.benchmark}, args.metadata, args.out)

@@ -1,58 +1,161 @@
 """Stage `train`: one LoRA/QLoRA adapter on one condition's text.
 
-Reads top to bottom like a recipe: settings in, base model (4-bit nf4 with
-double quantisation for QLoRA) and tokenizer, training examples from the
-compressed items, a plain AdamW loop with warm-up and gradient accumulation,
-and the adapter saved with its settings and loss curve.
+Reads top to bottom like a recipe: settings in; base model (4-bit nf4 with double
+quantisation for QLoRA) and tokenizer; training examples from the condition's items;
+a plain AdamW loop with a warm-up/decay schedule and gradient accumulation; the
+adapter saved with its settings, schedule, tokens seen and loss curve.
+
+Three rules keep the numbers honest:
+- every token is trained: an item longer than `max_length` is cut into consecutive
+  pieces (or packed), never truncated, so `original_text` is not silently shortened
+  while its summaries fit whole;
+- the schedule counts the optimizer steps actually taken, its warm-up is a ratio of
+  them (so a small capacity tier warms up as fully as a large one), and its first step
+  already has a learning rate above zero (a step at LR 0 leaves LoRA B at zero: a no-op);
+- a run whose steps do not exceed its warm-up is refused.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .io import atomic_path, provenance, read_jsonl, write_json
+from .io import StageError, atomic_path, parse_json_arg, provenance, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
+SCALINGS = ("fixed", "proportional", "rslora")
 
-@dataclass
+
+@dataclass(frozen=True)
 class TrainSettings:
-    """Config `train:` (see the schema for each key) plus the run's rank, items and seed."""
+    """Config `train:` (see the schema for each key; defaults live only there) plus the run's own values."""
 
-    method: str = "qlora"  # qlora | lora
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lr: float = 2e-4
-    epochs: int = 1
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 512
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    packing: bool = False  # concatenate texts and cut max_length blocks instead of padding each batch
-    seed: int = 0
-    items: int | None = None  # first N items; None = all
-    trust_remote_code: bool = False
+    method: str  # qlora | lora
+    compute_dtype: str  # resolved: float32 | bfloat16 | float16
+    rank: int
+    alpha: float
+    scaling: str  # fixed | proportional | rslora
+    reference_rank: int  # train.rank: the rank whose scaling `proportional` keeps
+    dropout: float
+    target_modules: list
+    lr: float
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    warmup_ratio: float
+    weight_decay: float
+    packing: bool
+    log_every: int
+    seed: int
+    items: int | None  # first N items; None = all
+    trust_remote_code: bool
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            raise StageError(f"train settings: unknown keys {unknown}, missing keys {missing}")
+        return cls(**values)
+
+    @property
+    def lora_alpha(self) -> float:
+        if self.scaling == "proportional":  # alpha grows with the rank: alpha/r stays that of the reference rank
+            return self.alpha * self.rank / self.reference_rank
+        return self.alpha
+
+    @property
+    def lora_scaling(self) -> float:
+        """The factor the adapter's update is multiplied by."""
+        root = math.sqrt(self.rank) if self.scaling == "rslora" else self.rank
+        return self.lora_alpha / root
 
 
+# ---------------------------------------------------------------- schedule (pure)
+def schedule_steps(n_batches: int, grad_accum: int, epochs: int, warmup_ratio: float) -> tuple[int, int, int]:
+    """(steps per epoch, total optimizer steps, warm-up steps); accumulation never spans epochs."""
+    per_epoch = math.ceil(n_batches / grad_accum)
+    total = per_epoch * epochs
+    return per_epoch, total, math.floor(warmup_ratio * total)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak LR at optimizer step `step` (0-based): linear warm-up that starts above
+    zero, reaching 1 at step `warmup`, then linear decay that ends above zero at the last step."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return (total - step) / (total - warmup)
+
+
+# ---------------------------------------------------------------- data
 def training_texts(records: list[dict], items: int | None) -> list[str]:
-    """The condition's text of the first `items` items, headed by the item title."""
+    """The condition's text of the first `items` items, headed by the item title (a chat session's date)."""
     chosen = records if items is None else records[:items]
     return [f"{r['title']}\n\n{r['text']}" for r in chosen if r["text"].strip()]
 
 
+def pieces(token_ids: list[int], max_length: int) -> list[list[int]]:
+    """Consecutive pieces of at most `max_length` tokens: every token is trained, none dropped."""
+    return [token_ids[k:k + max_length] for k in range(0, len(token_ids), max_length)]
+
+
+def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def batches(documents: list[list[int]], settings: TrainSettings, rng: random.Random, pad_id: int):
+    """Shuffled batches of (input_ids, attention_mask, position_ids, labels, trained tokens).
+
+    Padded: one piece per row, padding masked out (attention and loss).
+    Packed: whole pieces laid end to end in rows of at most `max_length` (first fit); position
+    ids restart at every document, which makes transformers attend within each document only
+    (no attention across documents), and no label crosses a document boundary.
+    """
+    import torch
+
+    order = list(range(len(documents)))
+    rng.shuffle(order)
+    rows_of = [piece for i in order for piece in pieces(documents[i], settings.max_length)]
+    if not settings.packing:
+        for start in range(0, len(rows_of), settings.batch_size):
+            chunk = rows_of[start:start + settings.batch_size]
+            width = max(len(r) for r in chunk)
+            ids = torch.full((len(chunk), width), pad_id)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for k, row in enumerate(chunk):
+                ids[k, :len(row)], mask[k, :len(row)] = torch.tensor(row), 1
+            labels = ids.masked_fill(mask == 0, -100)
+            positions = torch.arange(width).expand(len(chunk), -1)
+            yield ids, mask, positions, labels, int((labels[:, 1:] != -100).sum())
+        return
+    rows: list[list[tuple[int, int]]] = []  # (token, position); position 0 starts a document
+    for piece in rows_of:  # first fit: a piece goes whole into the first row with room for it
+        row = next((r for r in rows if len(r) + len(piece) <= settings.max_length), None)
+        if row is None:
+            rows.append(row := [])
+        row.extend((token, position) for position, token in enumerate(piece))
+    for start in range(0, len(rows), settings.batch_size):
+        chunk = rows[start:start + settings.batch_size]
+        width = max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), width), pad_id)
+        positions = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100)
+        for k, row in enumerate(chunk):
+            ids[k, :len(row)] = torch.tensor([t for t, _ in row])
+            # padding of a short last row is its own "document" (positions restart), trained on nothing
+            positions[k] = torch.tensor([p for _, p in row] + list(range(width - len(row))))
+            labels[k, :len(row)] = torch.tensor([-100 if p == 0 else t for t, p in row])
+        yield ids, None, positions, labels, int((labels[:, 1:] != -100).sum())
+
+
+# ---------------------------------------------------------------- model
 def load_model(model_dir: str, settings: TrainSettings):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -60,17 +163,12 @@ def load_model(model_dir: str, settings: TrainSettings):
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=settings.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs = {"trust_remote_code": settings.trust_remote_code}
+    dtype = getattr(torch, settings.compute_dtype)
+    kwargs = {"trust_remote_code": settings.trust_remote_code, "dtype": dtype}
     if settings.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = "cuda:0" if torch.cuda.is_available() else "cpu"
-    else:
-        kwargs["dtype"] = torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if settings.method == "lora" and torch.cuda.is_available():
         model = model.to("cuda")
@@ -82,92 +180,77 @@ def add_adapter(model, settings: TrainSettings):
 
     if settings.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), use_rslora=settings.scaling == "rslora",
+                        task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
-def batches(tokenizer, texts: list[str], settings: TrainSettings, rng: random.Random):
-    """Shuffled batches of (input_ids, attention_mask, labels, real tokens).
-
-    Padded: one text per row, padding masked out of the loss with -100.
-    Packed: all texts (each ended by EOS) in one stream cut into max_length rows, no padding.
-    """
-    import torch
-
-    order = list(range(len(texts)))
-    rng.shuffle(order)
-    if settings.packing:
-        stream = [t for i in order for t in tokenizer(texts[i] + tokenizer.eos_token)["input_ids"]]
-        rows = [stream[k:k + settings.max_length] for k in range(0, len(stream), settings.max_length)]
-        for start in range(0, len(rows), settings.batch_size):
-            chunk = rows[start:start + settings.batch_size]
-            width = max(len(r) for r in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for k, row in enumerate(chunk):  # only the stream's last row can be short
-                ids[k, :len(row)], mask[k, :len(row)] = torch.tensor(row), 1
-            yield ids, mask, ids.masked_fill(mask == 0, -100), int(mask.sum())
-        return
-    for start in range(0, len(order), settings.batch_size):
-        chunk = [texts[i] + tokenizer.eos_token for i in order[start:start + settings.batch_size]]
-        enc = tokenizer(chunk, truncation=True, max_length=settings.max_length, padding=True, return_tensors="pt")
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        yield enc["input_ids"], enc["attention_mask"], labels, int(enc["attention_mask"].sum())
-
-
+# ---------------------------------------------------------------- the loop
 def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSettings, threads: int = 1) -> dict:
     import torch
-    from transformers import get_linear_schedule_with_warmup
     from transformers import set_seed
 
     torch.set_num_threads(max(1, threads))
     set_seed(settings.seed)
-    rng = random.Random(settings.seed)
     texts = training_texts(read_jsonl(compressed_path), settings.items)
     if not texts:
-        raise ValueError(f"{compressed_path}: no non-empty training text")
-
+        raise StageError(f"{compressed_path}: no non-empty training text")
     model, tokenizer = load_model(model_dir, settings)
+    documents = tokenize(tokenizer, texts)
     model = add_adapter(model, settings)
     device = next(model.parameters()).device
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
-    )
-    n_batches = sum(1 for _ in batches(tokenizer, texts, settings, random.Random(0)))
-    steps_per_epoch = math.ceil(n_batches / settings.grad_accum)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, total_steps)
+
+    n_batches = sum(1 for _ in batches(documents, settings, random.Random(0), tokenizer.pad_token_id))
+    per_epoch, total_steps, warmup = schedule_steps(n_batches, settings.grad_accum, settings.epochs,
+                                                    settings.warmup_ratio)
+    if total_steps <= warmup:
+        raise StageError(f"train: {total_steps} optimizer steps do not exceed the {warmup} warm-up steps "
+                         "(raise train.epochs or lower train.warmup_ratio/batch_size/grad_accum)")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps))
+    log.info("%d texts -> %d batches/epoch; %d optimizer steps (%d warm-up), peak lr %g, LoRA scaling %.3g",
+             len(texts), n_batches, total_steps, warmup, settings.lr, settings.lora_scaling)
 
     model.train()
-    losses, tokens_seen, started, micro = [], 0, time.perf_counter(), 0
+    rng = random.Random(settings.seed)
+    losses, lrs, tokens_seen, steps, started = [], [], 0, 0, time.perf_counter()
     for epoch in range(settings.epochs):
-        for input_ids, attention_mask, labels, n_tokens in batches(tokenizer, texts, settings, rng):
-            out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device))
-            (out.loss / settings.grad_accum).backward()
+        epoch_batches = list(batches(documents, settings, rng, tokenizer.pad_token_id))
+        for k, (ids, mask, positions, labels, n_tokens) in enumerate(epoch_batches):
+            group = min(settings.grad_accum, len(epoch_batches) - (k // settings.grad_accum) * settings.grad_accum)
+            out = model(input_ids=ids.to(device), attention_mask=None if mask is None else mask.to(device),
+                        position_ids=positions.to(device), labels=labels.to(device))
+            (out.loss / group).backward()
             tokens_seen += n_tokens
-            micro += 1
             losses.append(round(out.loss.item(), 4))
-            if micro % settings.grad_accum == 0:
+            if (k + 1) % settings.grad_accum == 0 or k + 1 == len(epoch_batches):
+                lrs.append(scheduler.get_last_lr()[0])
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        log.info("epoch %d: mean loss %.4f", epoch + 1, sum(losses[-n_batches:]) / n_batches)
-    if micro % settings.grad_accum:
-        optimizer.step()
-        scheduler.step()
+                steps += 1
+                if steps % settings.log_every == 0 or steps == total_steps:
+                    elapsed = time.perf_counter() - started
+                    log.info("step %d/%d (epoch %d): loss %.4f, lr %.3g, %.0f tokens/s", steps, total_steps, epoch + 1,
+                             losses[-1], lrs[-1], tokens_seen / elapsed)
     seconds = time.perf_counter() - started
+    assert steps == total_steps, f"took {steps} optimizer steps, planned {total_steps}"
 
     summary = {
         "n_texts": len(texts),
+        "n_examples": sum(len(pieces(d, settings.max_length)) for d in documents),
+        "text_tokens": sum(len(d) for d in documents),
+        "tokens_seen": tokens_seen,
         "trainable_params": trainable,
-        "optimizer_steps": total_steps,
+        "optimizer_steps": steps,
+        "warmup_steps": warmup,
+        "lr_reached_peak": warmup < steps,
+        "learning_rates": [round(lr, 8) for lr in lrs],
+        "lora_alpha": settings.lora_alpha,
+        "lora_scaling": settings.lora_scaling,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "losses": losses,
@@ -176,5 +259,26 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
     }
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
-        write_json(Path(tmp) / "lorapress_train.json", provenance(asdict(settings), **summary))
+        write_json(Path(tmp) / "lorapress_train.json", provenance("train", asdict(settings), **summary))
     return summary
+
+
+# ---------------------------------------------------------------- command line
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress train")
+    parser.description = "train one LoRA/QLoRA adapter on one condition's text"
+    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--text", required=True, help="the condition's compressed items (JSON lines)")
+    parser.add_argument("--out", required=True, help="adapter directory")
+    parser.add_argument("--settings", type=parse_json_arg, required=True,
+                        help="config `train` (without seeds) plus rank, items, seed, compute_dtype, reference_rank, "
+                             "trust_remote_code, as JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    summary = train(args.model, args.text, args.out, TrainSettings.from_dict(args.settings), threads=args.threads)
+    log.info("trained %s: loss %.3f -> %.3f in %.1f s (%d steps, %d tokens seen)", args.out, summary["loss_first"],
+             summary["loss_last"], summary["train_seconds"], summary["optimizer_steps"], summary["tokens_seen"])

@@ -1,33 +1,67 @@
-# Config validation, wildcard constraints, input functions and the target list.
-# Everything that decides *what* runs lives in lorapress.experiments, so the
-# library and the workflow agree on run names and paths.
+# Config validation, wildcard constraints, input functions, params and the target list.
+# What runs is decided in lorapress.experiments, so the library and the workflow agree on
+# run names and paths; every config mistake fails here, before any job (lorapress.config).
 import json
 import os
+from functools import lru_cache
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from lorapress import EXTRACTIVE, SUMMARY_LEVELS, VARIANTS
+from lorapress import SUMMARY_LEVELS, VARIANTS
+from lorapress.config import ConfigError, check_schema, check_semantics, resolve
 from lorapress.experiments import eval_chunks, experiment_runs
+from lorapress.fingerprint import code_fingerprint
 from lorapress.model import builtin_name
 
 min_version("9.0")
 
 
-validate(config, "../schemas/config.schema.yaml")
+try:
+    check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+    validate(config, "../schemas/config.schema.yaml")  # fills the defaults
+    check_semantics(config)
+    RESOLVED = resolve(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
+logger.info(
+    f"lorapress: computing in {RESOLVED['dtype']} (model.dtype {config['model']['dtype']}: "
+    f"{RESOLVED['dtype_reason']}); evaluation backend {RESOLVED['backend']}"
+)
 
 DATASETS = sorted(config["datasets"])
 VARIANTS_USED = config["compression"]["variants"]
+SHARDS = config["compression"]["shards"]
+UNSHARDED = [d for d in DATASETS if SHARDS.get(d, 1) == 1]
+SHARDED = [d for d in DATASETS if d not in UNSHARDED]
 RES = config["resources"]
+# The library code each stage runs: a param of its rule, so editing the code reruns the stage.
+RULE_STAGES = (
+    "model",
+    "download",
+    "prepare",
+    "compress",
+    "stats",
+    "train",
+    "evaluate",
+    "judge",
+    "decompose",
+    "aggregate",
+    "report",
+)
+CODE = {stage: code_fingerprint(stage) for stage in RULE_STAGES}
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     variant="|".join(VARIANTS),
-    chunk=r"\d{3}",
+    chunk=r"h[01]*",
     rank=r"\d+",
     n_items=r"all|\d+",
     seed=r"\d+",
+    shard=r"\d+",
+    shards=r"\d+",
 
 
 def as_json(obj):
@@ -35,7 +69,7 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-# ---------------------------------------------------------------- model
+# ---------------------------------------------------------------- model and engines
 BUILTIN_MODEL = builtin_name(config["model"]["base"])
 
 
@@ -52,16 +86,59 @@ def base_model_input():
     return [path] if BUILTIN_MODEL or os.path.isdir(path) else []
 
 
-def generation_params():
-    """Engine settings that change what is generated (the KV cache size does not: it is a resource)."""
-    return as_json({k: config["generation"][k] for k in ("seed", "max_num_seqs", "repetition_penalty")})
+def model_arg(wildcards, input):
+    """The model a job loads: its input when it is a file (derived from input, so no rerun trigger), else the id."""
+    return input.model[0] if input.model else base_model()
 
 
-def model_params():
-    return as_json({k: config["model"][k] for k in ("dtype", "max_model_len", "trust_remote_code", "chat_template_kwargs")})
+def engine_params():
+    """Everything about the engine that changes what it generates or scores (not the KV cache: a resource)."""
+    model = {k: config["model"][k] for k in ("max_model_len", "trust_remote_code", "chat_template_kwargs")}
+    return {
+        "dtype": RESOLVED["dtype"],
+        "backend": RESOLVED["backend"],
+        "model_config": model,
+        "generation": {k: config["generation"][k] for k in ("seed", "max_num_seqs")},
+    }
 
 
 # ---------------------------------------------------------------- datasets
+FORMAT_HELP = {
+    "wiki_jsonl": 'one JSON object per line: {"id", "title", "text", "questions": [{"question", "answer"}]}',
+    "longmemeval": "an official LongMemEval JSON file such as longmemeval_s_cleaned.json",
+}
+
+
+def missing_datasets():
+    """One line per dataset file that is neither there nor downloadable: what to provide, and where."""
+    lines = []
+    for name, dataset in sorted(config["datasets"].items()):
+        if not dataset.get("download") and not os.path.exists(dataset["path"]):
+            lines.append(
+                f"datasets.{name}.path: {dataset['path']} does not exist; put the {dataset['format']} file there "
+                f"({FORMAT_HELP[dataset['format']]}) or point datasets.{name}.path at it"
+            )
+    return lines
+
+
+def check_data():
+    """Run before any job (onstart), not at parse time: --unlock, --lint, --report and dry runs work without data."""
+    missing = missing_datasets()
+    if missing:
+        raise WorkflowError(missing[0])
+
+
+for line in missing_datasets():
+    logger.warning(f"lorapress: {line} (a run stops before any job until it is there)")
+
+
+def dataset_file(wildcards):
+    """A dataset's file (fetched first when it has a download source); a missing one stops the run before any
+    job (check_data), so here it is simply no input yet."""
+    dataset = config["datasets"][wildcards.dataset]
+    return dataset["path"] if dataset.get("download") or os.path.exists(dataset["path"]) else []
+
+
 def download_source(wildcards):
     source = config["datasets"][wildcards.dataset].get("download")
     if not source or source["filename"] != wildcards.filename:
@@ -69,42 +146,23 @@ def download_source(wildcards):
     return source
 
 
-def check_datasets():
-    """One clear line for a dataset that is neither present nor downloadable."""
-    for name, dataset in config["datasets"].items():
-        source = dataset.get("download")
-        if source:
-            expected = f"resources/datasets/{name}/{source['filename']}"
-            if dataset["path"] != expected:
-                raise WorkflowError(f"datasets.{name}.path must be {expected} when datasets.{name}.download is set")
-        elif not os.path.exists(dataset["path"]):
-            raise WorkflowError(
-                f"datasets.{name}.path: {dataset['path']} does not exist; put the {dataset['format']} file there "
-                f"({FORMAT_HELP[dataset['format']]}) or point datasets.{name}.path at it"
-            )
-
-
-FORMAT_HELP = {
-    "wiki_jsonl": 'one JSON object per line: {"id", "title", "text", "questions": [{"question", "answer"}]}',
-    "longmemeval": "an official LongMemEval JSON file such as longmemeval_s_cleaned.json",
-}
-check_datasets()
+def prepare_options(wildcards):
+    dataset = config["datasets"][wildcards.dataset]
+    return as_json({k: v for k, v in dataset.items() if k not in ("format", "path", "download")})
 
 
 # ---------------------------------------------------------------- compress
-def dataset_files(pattern, **kw):
-    return [pattern.format(dataset=d, **kw) for d in DATASETS]
+def dataset_files(pattern, datasets=None, **kw):
+    return [pattern.format(dataset=d, **kw) for d in (DATASETS if datasets is None else datasets)]
 
 
 def variant_settings(variant):
     """The config a variant is built from; nothing else reruns it."""
     comp = config["compression"]
     if variant in SUMMARY_LEVELS:
-        if variant not in comp["levels"]:
-            raise ValueError(f"config compression.levels has no entry for {variant}")
-        return {**comp["levels"][variant], "max_tokens_slack": comp["max_tokens_slack"],
-                "max_input_tokens": comp["max_input_tokens"]}
-    if variant == EXTRACTIVE:
+        keys = ("max_tokens_slack", "max_input_tokens", "repetition_penalty")
+        return {**comp["levels"][variant], **{k: comp[k] for k in keys}}
+    if variant == "ext":
         return comp["ext"]
     return {}
 
@@ -113,17 +171,55 @@ def compress_model(wildcards):
     return base_model_input() if wildcards.variant in SUMMARY_LEVELS else []
 
 
-# ---------------------------------------------------------------- train / evaluate
+def compress_engine(wildcards):
+    """Engine params of a generative level; none for original_text and ext (no model runs)."""
+    if wildcards.variant not in SUMMARY_LEVELS:
+        return as_json({})
+    return as_json({**engine_params(), "backend": RESOLVED["compression_backend"]})
+
+
+def shard_files(wildcards, suffix):
+    n = SHARDS[wildcards.dataset]
+    return [f"results/compressed/{wildcards.dataset}/shards/{wildcards.variant}.{k}-of-{n}.{suffix}" for k in range(n)]
+
+
+def compressed_inputs():
+    """(dataset, variant, file) of every variant, for stats."""
+    return [(d, v, f"results/compressed/{d}/{v}.jsonl") for d in DATASETS for v in VARIANTS_USED]
+
+
+# ---------------------------------------------------------------- train
 def train_settings(wildcards):
     train = {k: v for k, v in config["train"].items() if k != "seeds"}
-    train.update(rank=int(wildcards.rank), seed=int(wildcards.seed),
-                 items=None if wildcards.n_items == "all" else int(wildcards.n_items),
-                 trust_remote_code=config["model"]["trust_remote_code"])
+    train.update(
+        rank=int(wildcards.rank),
+        seed=int(wildcards.seed),
+        items=None if wildcards.n_items == "all" else int(wildcards.n_items),
+        compute_dtype=RESOLVED["train_dtype"],
+        reference_rank=config["train"]["rank"],
+        trust_remote_code=config["model"]["trust_remote_code"],
+    )
     return as_json(train)
 
 
+# ---------------------------------------------------------------- evaluate, judge, decompose
+@lru_cache(maxsize=None)
+def chunks_of(dataset):
+    """The dataset's evaluation chunks (the config does not change while Snakemake runs)."""
+    return eval_chunks(config, dataset)
+
+
+@lru_cache(maxsize=None)
+def runs_of(dataset):
+    """(experiment, run) pairs of the dataset."""
+    return experiment_runs(config, dataset)
+
+
 def chunk_runs(wildcards):
-    return eval_chunks(config, wildcards.dataset)[int(wildcards.chunk)]
+    chunks = chunks_of(wildcards.dataset)
+    if wildcards.chunk not in chunks:
+        raise WorkflowError(f"no evaluation chunk {wildcards.chunk} for dataset {wildcards.dataset}")
+    return chunks[wildcards.chunk]
 
 
 def adapters_for_chunk(wildcards):
@@ -134,13 +230,19 @@ def chunk_runs_json(wildcards):
     return as_json([{"run_id": r.run_id, "adapter": r.adapter_dir, "rank": r.rank} for r in chunk_runs(wildcards)])
 
 
-def eval_files(dataset):
-    n = len(eval_chunks(config, dataset))
-    return [f"results/eval/{dataset}/chunk{i:03d}.jsonl" for i in range(n)]
+def chunk_names(dataset):
+    return list(chunks_of(dataset))
 
 
-def experiments_json():
-    return as_json({d: [[e, r.run_id] for e, r in experiment_runs(config, d)] for d in DATASETS})
+def answer_settings():
+    """What changes an answer or its scores (not open_book, not the chunking: the runs param carries that)."""
+    keys = ("max_tokens", "repetition_penalty", "system_prompt", "self_check", "max_loras")
+    return as_json({k: config["evaluate"][k] for k in keys})
+
+
+def judge_settings():
+    """The judge's config without api_key_env: renaming the variable changes no verdict."""
+    return as_json({k: v for k, v in config["judge"].items() if k != "api_key_env"})
 
 
 def control_questions():
@@ -148,21 +250,81 @@ def control_questions():
     return [path] if path else []
 
 
-def table_files():
-    """The derived tables aggregate writes: compression always, the other grids where they run."""
-    files = []
+def open_book_variants():
+    return VARIANTS_USED if config["evaluate"]["open_book"] else []
+
+
+# ---------------------------------------------------------------- aggregate and report
+def experiments_json():
+    return as_json({d: [[e, r.run_id] for e, r in runs_of(d)] for d in DATASETS})
+
+
+def table_keys():
+    """(experiment, dataset) of every table aggregate writes: compression always, the grids where they run."""
+    keys = []
     for dataset in DATASETS:
-        experiments = {"compression", *(e for e, _ in experiment_runs(config, dataset))}
-        files += [f"results/tables/{e}_{dataset}.csv" for e in sorted(experiments)]
-    return files
+        experiments = {"compression", *(e for e, _ in runs_of(dataset))}
+        keys += [(e, dataset) for e in sorted(experiments)]
+    return keys
 
 
-# Environment of a vLLM job's shell: KV cache size and CPU threads are resources,
-# not params, because they change speed, not what is generated.
-VLLM_ENV = (
-    "VLLM_CPU_KVCACHE_SPACE={resources.vllm_kv_gib} OMP_NUM_THREADS={threads}"
-    f" VLLM_CPU_OMP_THREADS_BIND={RES['vllm_cpu_threads_bind']}"
-)
+def table_files():
+    return [f"results/tables/{e}_{d}.csv" for e, d in table_keys()]
+
+
+def aggregate_inputs(kind):
+    """Every per-chunk file aggregate reads, as (dataset, path)."""
+    pattern = {
+        "answers": "results/answers/{dataset}/{chunk}.jsonl",
+        "answers_meta": "results/answers/{dataset}/{chunk}.meta.json",
+        "verdicts": "results/verdicts/{dataset}/{chunk}.jsonl",
+    }[kind]
+    return [(d, pattern.format(dataset=d, chunk=c)) for d in DATASETS for c in chunk_names(d)]
+
+
+def decomposition_tables():
+    """One decomposition table per dataset, when the open-book measurement runs."""
+    return dataset_files("results/tables/decomposition_{dataset}.csv") if config["evaluate"]["open_book"] else []
+
+
+def decomposition_inputs():
+    return [(d, v, f"results/decompose/{d}/{v}.jsonl") for d in DATASETS for v in open_book_variants()]
+
+
+def pairs_arg(flag, pairs):
+    """`--flag a b --flag c d ...` for a list of tuples (every path passed, none derived by the library)."""
+    return " ".join(f"{flag} " + " ".join(str(x) for x in pair) for pair in pairs)
+
+
+def benchmark_files():
+    """(stage, job, file) of the benchmark of every heavy job of this config: the report's cost table reads
+    exactly these, so files of runs no longer in the config never reach it."""
+    files = [("model", BUILTIN_MODEL, f"results/benchmarks/model/{BUILTIN_MODEL}.tsv")] if BUILTIN_MODEL else []
+    for v in VARIANTS_USED:
+        if UNSHARDED:
+            files.append(("compress", v, f"results/benchmarks/compress/{v}.tsv"))
+        for d in DATASETS:
+            for k in range(SHARDS.get(d, 1) if d not in UNSHARDED else 0):
+                n = SHARDS[d]
+                files.append(("compress", f"{d}/{v}.{k}-of-{n}", f"results/benchmarks/compress/{d}/{v}.{k}-of-{n}.tsv"))
+    for d in DATASETS:
+        for run in {r for _, r in runs_of(d) if not r.is_baseline}:
+            job = f"{d}/{run.condition}/{run.tag}"
+            files.append(("train", job, f"results/benchmarks/train/{job}.tsv"))
+        for c in chunk_names(d):
+            files.append(("evaluate", f"{d}/{c}", f"results/benchmarks/evaluate/{d}/{c}.tsv"))
+            files.append(("judge", f"{d}/{c}", f"results/benchmarks/judge/{d}/{c}.tsv"))
+    for v in open_book_variants():
+        files.append(("decompose", v, f"results/benchmarks/decompose/{v}.tsv"))
+    return sorted(files)
+
+
+def report_metadata():
+    """What the report shows of the run: the config without resources (editing resources reruns nothing),
+    what `auto` resolved to here, and the code fingerprints."""
+    shown = {k: v for k, v in config.items() if k != "resources"}
+    return as_json({"config": shown, **RESOLVED, "fingerprints": CODE})
+
 
 # ---------------------------------------------------------------- targets
 def final_outputs():

@@ -14,6 +14,7 @@ rule download_dataset:
     params:
         hf_dataset=lambda wildcards: download_source(wildcards)["hf_dataset"],
         revision=lambda wildcards: download_source(wildcards)["revision"],
+        code=CODE["download"],
     shell:
         "lorapress download --hf-dataset {params.hf_dataset} --filename {wildcards.filename}"
         " --revision {params.revision} --out {output} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# Stage evaluate: each chunk of runs answers the questions through one vLLM
-# engine (one LoRARequest per adapter), then the judge grades every answer.
+# Stage evaluate: each chunk of runs answers the questions through one engine (answers, answer
+# log-likelihoods, a cross-check through the other backend). The judge grades them in its own
+# rule, so a changed judge re-judges without re-answering.
 
 
 rule evaluate:
@@ -9,12 +10,12 @@ rule evaluate:
         adapters=adapters_for_chunk,
         control=control_questions(),
     output:
-        records="results/eval/{dataset}/chunk{chunk}.jsonl",
-        meta="results/eval/{dataset}/chunk{chunk}.meta.json",
+        answers="results/answers/{dataset}/{chunk}.jsonl",
+        meta="results/answers/{dataset}/{chunk}.meta.json",
     log:
-        "logs/evaluate/{dataset}/chunk{chunk}.log",
+        "logs/evaluate/{dataset}/{chunk}.log",
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/chunk{chunk}.tsv"
+        "results/benchmarks/evaluate/{dataset}/{chunk}.tsv"
     conda:
         "../../envs/generate.yaml"
     threads: RES["threads"]
@@ -24,16 +25,83 @@ rule evaluate:
         gpu=RES["gpu"],
         cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
+        vllm_bind=RES["vllm_cpu_threads_bind"],
     params:
         runs=chunk_runs_json,
-        settings=as_json(config["evaluate"]),
-        judge=as_json(config["judge"]),
-        generation=generation_params(),
-        model_config=model_params(),
-        model=base_model(),
+        settings=answer_settings(),
+        engine=as_json(engine_params()),
+        model=model_arg,
         control=lambda wildcards, input: f"--control {input.control}" if input.control else "",
+        code=CODE["evaluate"],
     shell:
-        VLLM_ENV + " lorapress evaluate --model {params.model:q} --qa {input.qa}"
-        " --runs {params.runs:q} --out {output.records} --meta {output.meta} --settings {params.settings:q}"
-        " --judge {params.judge:q} --generation {params.generation:q}"
-        " --model-config {params.model_config:q} {params.control} > {log} 2>&1"
+        "lorapress evaluate --model {params.model:q} --qa {input.qa} {params.control}"
+        " --runs {params.runs:q} --settings {params.settings:q} --engine {params.engine:q}"
+        " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
+        " --out {output.answers} --meta {output.meta} > {log} 2>&1"
+
+
+rule judge:
+    input:
+        answers="results/answers/{dataset}/{chunk}.jsonl",
+        model=base_model_input(),
+    output:
+        verdicts="results/verdicts/{dataset}/{chunk}.jsonl",
+        meta="results/verdicts/{dataset}/{chunk}.meta.json",
+    log:
+        "logs/judge/{dataset}/{chunk}.log",
+    benchmark:
+        "results/benchmarks/judge/{dataset}/{chunk}.tsv"
+    conda:
+        "../../envs/generate.yaml"
+    threads: RES["threads"]
+    resources:
+        mem_mb=RES["generate_mem_mb"],
+        runtime=RES["runtime_min"],
+        gpu=RES["gpu"],
+        cpu_slots=1,
+        vllm_kv_gib=config["generation"]["kv_cache_gib"],
+        vllm_bind=RES["vllm_cpu_threads_bind"],
+    params:
+        judge=judge_settings(),
+        # derived from input, so not a rerun trigger: renaming the variable changes no verdict
+        key_env=lambda wildcards, input: config["judge"]["api_key_env"],
+        engine=as_json(engine_params()),
+        model=model_arg,
+        code=CODE["judge"],
+    shell:
+        "lorapress judge --answers {input.answers} --judge {params.judge:q} --key-env {params.key_env}"
+        " --model {params.model:q} --engine {params.engine:q}"
+        " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
+        " --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
+
+
+rule judge_controls:
+    input:
+        qa="results/data/{dataset}/qa.jsonl",
+        model=base_model_input(),
+    output:
+        verdicts="results/verdicts/{dataset}/controls.jsonl",
+        meta="results/verdicts/{dataset}/controls.meta.json",
+    log:
+        "logs/judge/{dataset}/controls.log",
+    conda:
+        "../../envs/generate.yaml"
+    threads: RES["threads"]
+    resources:
+        mem_mb=RES["generate_mem_mb"],
+        runtime=RES["runtime_min"],
+        gpu=RES["gpu"],
+        cpu_slots=1,
+        vllm_kv_gib=config["generation"]["kv_cache_gib"],
+        vllm_bind=RES["vllm_cpu_threads_bind"],
+    params:
+        judge=judge_settings(),
+        key_env=lambda wildcards, input: config["judge"]["api_key_env"],
+        engine=as_json(engine_params()),
+        model=model_arg,
+        code=CODE["judge"],
+    shell:
+        "lorapress judge --controls {input.qa} --judge {params.judge:q} --key-env {params.key_env}"
+        " --model {params.model:q} --engine {params.engine:q}"
+        " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
+        " --out {output.verdicts} --meta {output.meta} > {log} 2>&1"

@@ -16,5 +16,6 @@ rule convert_model:
         runtime=30,
     params:
         base=lambda wildcards: f"builtin:{wildcards.builtin}",
+        code=CODE["model"],
     shell:
         "lorapress model --base {params.base} --out {output} > {log} 2>&1"

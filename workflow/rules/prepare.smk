@@ -3,7 +3,7 @@
 
 rule prepare:
     input:
-        lambda wildcards: config["datasets"][wildcards.dataset]["path"],
+        dataset_file,
     output:
         docs="results/data/{dataset}/docs.jsonl",
         qa="results/data/{dataset}/qa.jsonl",
@@ -15,9 +15,9 @@ rule prepare:
         mem_mb=RES["light_mem_mb"],
     params:
         format=lambda wildcards: config["datasets"][wildcards.dataset]["format"],
-        options=lambda wildcards: as_json(
-            {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in ("format", "path", "download")}
-        ),
+        path=lambda wildcards, input: config["datasets"][wildcards.dataset]["path"],
+        options=prepare_options,
+        code=CODE["prepare"],
     shell:
-        "lorapress prepare --format {params.format} --input {input:q} --docs {output.docs} --qa {output.qa}"
+        "lorapress prepare --format {params.format} --input {params.path:q} --docs {output.docs} --qa {output.qa}"
         " --options {params.options:q} > {log} 2>&1"

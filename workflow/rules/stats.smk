@@ -1,15 +1,13 @@
-# Stage stats: TRR (characters, words, tokens) and retention of every variant.
+# Stage stats: TRR (characters, words, tokens; per-item mean and pooled) and retention of every variant.
 
 
 rule stats:
     input:
-        compressed=expand(
-            "results/compressed/{dataset}/{variant}.jsonl", dataset=DATASETS, variant=VARIANTS_USED
-        ),
+        compressed=[path for _, _, path in compressed_inputs()],
         docs=dataset_files("results/data/{dataset}/docs.jsonl"),
         model=base_model_input(),
     output:
-        trr="results/stats/trr.csv",
+        trr=report("results/stats/trr.csv", caption="../report/trr.rst", category="TRR"),
         per_item="results/stats/trr_items.csv",
     log:
         "logs/stats/trr.log",
@@ -18,7 +16,10 @@ rule stats:
     resources:
         mem_mb=RES["light_mem_mb"] * 2,
     params:
-        tokenizer=base_model(),
+        compressed=pairs_arg("--compressed", compressed_inputs()),
+        docs=pairs_arg("--docs", [(d, f"results/data/{d}/docs.jsonl") for d in DATASETS]),
+        tokenizer=model_arg,
+        code=CODE["stats"],
     shell:
-        "lorapress stats --compressed {input.compressed} --docs {input.docs} --tokenizer {params.tokenizer:q}"
+        "lorapress stats {params.compressed} {params.docs} --tokenizer {params.tokenizer:q}"
         " --out {output.trr} --items-out {output.per_item} > {log} 2>&1"

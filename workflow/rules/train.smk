@@ -1,6 +1,5 @@
-# Stage train: one LoRA/QLoRA adapter per run. The path holds everything that
-# is trained (dataset, condition, rank, items, seed), so runs shared by
-# several experiments are trained once.
+# Stage train: one LoRA/QLoRA adapter per run. The path holds everything that is trained
+# (dataset, condition, rank, items, seed), so runs shared by several experiments are trained once.
 
 
 rule train:
@@ -23,7 +22,8 @@ rule train:
         cpu_slots=1,
     params:
         settings=train_settings,
-        model=base_model(),
+        model=model_arg,
+        code=CODE["train"],
     shell:
         "lorapress train --model {params.model:q} --text {input.text} --out {output}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,97 @@
+"""The config, checked before any compute, and what it resolves to on this machine.
+
+Everything that could only fail at a later stage fails here, at parse time, with one line
+naming the key: schema violations (types, enums, "at least two" lists, a prompt without
+{text}), and what a schema cannot say (an `openai:` judge without `base_url`, experiment
+variants missing from `compression.variants`, a level without its prompt, shards of an
+unknown dataset, an `auto` dtype that cannot be decided here). Dataset files are not
+checked here: they are needed only when a job reads them, so `snakemake --unlock`, `--lint`
+and `--report` work before the data exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import SUMMARY_LEVELS
+from .hardware import Hardware, choose_dtype, detect
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """One line: the config key and what is wrong with it."""
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    """The first (most relevant) schema violation as one line naming its key."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        message = error.message if len(error.message) < 200 else error.message[:200] + "..."
+        raise ConfigError(f"config {_where(error.absolute_path)}: {message}")
+
+
+def check_semantics(config: dict) -> None:
+    """What the schema cannot express; `config` has its defaults filled."""
+    variants = config["compression"]["variants"]
+    for level in SUMMARY_LEVELS:
+        if level in variants and level not in config["compression"]["levels"]:
+            raise ConfigError(f"config compression.levels.{level}: missing, but {level} is in compression.variants")
+    experiments = config["experiments"]
+    for name, key in (("compression", "variants"), ("rank_compression", "variants")):
+        chosen = experiments[name].get(key) or []
+        missing = [v for v in chosen if v not in variants]
+        if experiments[name]["enabled"] and missing:
+            raise ConfigError(f"config experiments.{name}.{key}: {missing} not in compression.variants")
+    for name, spec in experiments.items():
+        unknown = [d for d in spec.get("datasets") or [] if d not in config["datasets"]]
+        if unknown:
+            raise ConfigError(f"config experiments.{name}.datasets: unknown datasets {unknown}")
+    if "original_text" not in variants and any(
+            experiments[e]["enabled"] for e in ("capacity", "rank_items")):
+        raise ConfigError("config compression.variants: capacity and rank_items train on original_text; add it")
+    unknown = [d for d in config["compression"]["shards"] if d not in config["datasets"]]
+    if unknown:
+        raise ConfigError(f"config compression.shards: unknown datasets {unknown}")
+    judge = config["judge"]
+    if judge["model"].startswith("openai:") and not judge["base_url"]:
+        raise ConfigError("config judge.base_url: required when judge.model is openai:NAME")
+    for name, dataset in config["datasets"].items():
+        source = dataset.get("download")
+        if source:
+            expected = f"resources/datasets/{name}/{source['filename']}"
+            if dataset["path"] != expected:
+                raise ConfigError(f"config datasets.{name}.path: must be {expected} when datasets.{name}.download is set")
+
+
+def on_gpu(config: dict) -> bool:
+    """Do the jobs that compute run on a GPU (requested from the scheduler, or visible here)?"""
+    return config["resources"]["gpu"] > 0
+
+
+def resolve(config: dict, hardware: Hardware | None = None) -> dict:
+    """What `auto` settings mean here: {dtype, dtype_reason, train_dtype, backend, compression_backend, hardware}."""
+    hardware = hardware or detect()
+    gpu = on_gpu(config) or hardware.gpu_capability is not None
+    try:
+        dtype, reason = choose_dtype(config["model"]["dtype"], hardware, on_gpu=gpu)
+        train_dtype = dtype if config["train"]["compute_dtype"] == "auto" else \
+            choose_dtype(config["train"]["compute_dtype"], hardware, on_gpu=gpu)[0]
+    except ValueError as exc:
+        raise ConfigError(f"config model.dtype: {exc}") from None
+    def backend(setting: str) -> str:
+        return ("vllm" if gpu else "transformers") if setting == "auto" else setting
+
+    return {"dtype": dtype, "dtype_reason": reason, "train_dtype": train_dtype,
+            "backend": backend(config["evaluate"]["backend"]),
+            "compression_backend": backend(config["compression"]["backend"]), "hardware": hardware.describe()}

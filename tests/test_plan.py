@@ -1,0 +1,247 @@
+"""`lorapress plan`: token and GPU-hour estimates of a config, before any compute."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, wiki_record, write_jsonl
+from lorapress import cli
+from lorapress.experiments import eval_chunks, runs
+from lorapress.plan import (
+    Counts, Figure, Item, Profile, Tokens, build_plan, count_questions, job_seconds, load_config, merge,
+    stage_compress, stage_evaluate, stage_train,
+)
+from lorapress.prepare import LONGMEMEVAL_TYPES
+
+T = Tokens(per_char=0.25, per_message=0.0, retry_share=0.3, answer_fill=1.0)
+
+
+def base_config(**overrides) -> dict:
+    """The repository's config.yaml with its defaults filled, `overrides` merged on top."""
+    config, _ = load_config(REPO / "config.yaml", [])
+    return merge(config, overrides)
+
+
+def only_original(epochs: int = 3) -> dict:
+    """One trained run per dataset: original_text at train.rank, all items, one seed."""
+    off = {"enabled": False}
+    return base_config(
+        compression={"variants": ["original_text", "summ_l2_light"]},
+        train={"epochs": epochs, "seeds": [0]},
+        experiments={"compression": {"enabled": True, "variants": ["original_text"]},
+                     "capacity": off, "rank_items": off, "rank_compression": off})
+
+
+def profile(**values) -> Profile:
+    figures = {"prefill_tokens_per_s": 1000, "generate_tokens_per_s": 100, "lora_time_factor": 2.0,
+               "hf_prefill_tokens_per_s": 500, "hf_generate_tokens_per_s": 50, "train_tokens_per_s": 100,
+               "engine_start_s": 20, "model_load_s": 5, "train_start_s": 10, **values}
+    return Profile("test", "hand-made", "none", False, {k: Figure(v, f"test figure {k}") for k, v in figures.items()}, {}, "t")
+
+
+# ---------------------------------------------------------------- the estimator, by hand
+def two_items() -> dict[str, Counts]:
+    # title 2 chars + "\n\n" + text: (2 + 2 + 400) / 4 = 101 and (2 + 2 + 800) / 4 = 201 tokens, + EOS each
+    items = (Item("a", 2, 400), Item("b", 2, 800))
+    questions = count_questions([{"question": "Who?", "answer": "Ann", "distractor": "Bob", "question_type": "wiki",
+                                  "item_ids": ["a"]}])
+    return {"wiki": Counts(items, questions, "hand-made")}
+
+
+def test_train_tokens_are_epochs_times_the_items_tokens():
+    stage = stage_train(only_original(epochs=3), two_items(), T)
+    assert len(stage.jobs) == 1  # the baseline trains nothing
+    assert stage.jobs[0].tokens[("train", "train", False)] == 3 * ((101 + 1) + (201 + 1))
+    seconds, used = job_seconds(stage.jobs[0], profile().figures)
+    assert seconds == pytest.approx(10 + 912 / 100)  # train_start_s + tokens / train_tokens_per_s
+    assert used == {"train_start_s", "train_tokens_per_s"}
+
+
+def test_a_capacity_tier_trains_only_its_first_items():
+    config = merge(only_original(epochs=2), {"experiments": {"compression": {"enabled": False},
+                                                             "capacity": {"enabled": True, "items": [1, 2]}}})
+    tokens = sorted(job.tokens[("train", "train", False)] for job in stage_train(config, two_items(), T).jobs)
+    assert tokens == [2 * 102, 2 * (102 + 202)]
+
+
+def test_summary_replies_land_on_target_with_the_retry_share():
+    config = only_original()
+    level = config["compression"]["levels"]["summ_l2_light"]  # target 50%, with a retry prompt
+    counts = {"wiki": Counts((Item("a", 0, 4000),), (), "hand-made")}  # 1000 tokens: one piece
+    jobs = stage_compress(config, counts, T).jobs
+    assert [j.gpu for j in jobs] == [False, True]  # original_text runs no model
+    overhead = len(level["prompt"].replace("{text}", "")) / 4
+    assert jobs[1].tokens[("vllm", "generate", False)] == pytest.approx(1000 * 0.5 * 1.3)
+    assert jobs[1].tokens[("vllm", "prefill", False)] == pytest.approx((1000 + overhead) * 1.3)
+
+
+def test_every_run_answers_every_question_and_control_to_the_cap():
+    config = merge(only_original(), {"evaluate": {"max_tokens": 10, "self_check": {"questions": 0}},
+                                     "resources": {"gpu": 1}})
+    counts = two_items()
+    control = count_questions([{"question": "Capital of France?", "answer": "Paris", "question_type": "control"}])
+    (job,) = stage_evaluate(config, counts, control, T).jobs  # baseline + one adapter: one chunk
+    assert job.starts == ["vllm"]
+    assert job.tokens[("vllm", "generate", False)] == 10 * 2  # baseline: (1 question + 1 control) × 10
+    assert job.tokens[("vllm", "generate", True)] == 10 * 2  # the adapter's, scaled by lora_time_factor
+
+
+def test_totals_are_the_sum_of_the_stages():
+    plan = build_plan(only_original(), two_items(), (), profile(), T)
+    for key in ("prefill_tokens", "generate_tokens", "train_tokens", "job_hours"):
+        assert plan["total"][key] == pytest.approx(sum(r[key] for r in plan["stages"]))
+    assert plan["total"]["train_tokens"] == 912
+
+
+# ---------------------------------------------------------------- the paper config, end to end
+def lme_question(k: int, sessions: int = 5) -> dict:
+    ids = [f"q{k}_s{j}" for j in range(sessions)]
+    return {
+        "question_id": f"q{k}" + ("_abs" if k == 7 else ""),
+        "question_type": LONGMEMEVAL_TYPES[k % len(LONGMEMEVAL_TYPES)],
+        "question": f"What did I name my {k}th plant?",
+        "answer": f"Fern number {k}",
+        "question_date": "2023/05/30 (Tue) 23:40",
+        "haystack_session_ids": ids,
+        "haystack_dates": [f"2023/05/{j + 1:02d} (Mon) 10:{k:02d}" for j in range(sessions)],
+        "haystack_sessions": [[{"role": "user", "content": f"Session {j} of question {k}: I bought plant {k}. " * 8},
+                               {"role": "assistant", "content": "That sounds lovely, tell me more. " * 6}]
+                              for j in range(sessions)],
+        "answer_session_ids": ids[:1],
+    }
+
+
+@pytest.fixture
+def paper_dir(tmp_path: Path) -> Path:
+    """The workflow's configs and schema with synthetic paper data: LongMemEval 20 questions × 5 sessions,
+    wiki 10 articles × 2 questions."""
+    for name in ("config.yaml", "config", "workflow"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    (tmp_path / "data/control").mkdir(parents=True)
+    shutil.copy(REPO / "data/control/general.jsonl", tmp_path / "data/control/general.jsonl")
+    lme = tmp_path / "resources/datasets/longmemeval/longmemeval_s_cleaned.json"
+    lme.parent.mkdir(parents=True)
+    lme.write_text(json.dumps([lme_question(k) for k in range(20)]))
+    (tmp_path / "data/paper").mkdir()
+    write_jsonl(tmp_path / "data/paper/wiki.jsonl", [
+        wiki_record(i, text="A town with a long history. " * (20 + i),
+                    questions=[{"question": f"When was Article {i} founded?", "answer": f"18{i:02d}"},
+                               {"question": f"What colour is the bridge of Article {i}?", "answer": "red"}])
+        for i in range(1, 11)])
+    return tmp_path
+
+
+def run_plan(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lorapress", "plan", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=120)
+
+
+def paper_config(workdir: Path) -> dict:
+    """config.yaml with config/paper.yaml on top, merged independently of lorapress.plan."""
+    def deep(a, b):
+        return {**a, **{k: deep(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+    return deep(yaml.safe_load((workdir / "config.yaml").read_text()),
+                yaml.safe_load((workdir / "config/paper.yaml").read_text()))
+
+
+def test_paper_config_plan_matches_its_dag(paper_dir):
+    out = run_plan(paper_dir, "--configfile", "config/paper.yaml", "--format", "json", "--out", "plan.json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert json.loads((paper_dir / "plan.json").read_text()) == plan
+    assert plan["profile"]["name"] == "h100_vllm_8b" and plan["gpus_per_job"] == 1
+    assert plan["datasets"]["longmemeval"]["items"] == 100 and plan["datasets"]["longmemeval"]["questions"] == 20
+    assert plan["datasets"]["wiki"]["items"] == 10 and plan["datasets"]["wiki"]["questions"] == 20
+
+    config = paper_config(paper_dir)
+    datasets = sorted(config["datasets"])
+    stages = {r["stage"]: r for r in plan["stages"]}
+    trained = sum(not r.is_baseline for d in datasets for r in runs(config, d))
+    chunks = sum(len(eval_chunks(config, d)) for d in datasets)
+    variants = len(config["compression"]["variants"])
+    assert stages["train"]["jobs"] == trained == 138  # the known paper DAG (tests/test_paper_dag.py)
+    shards = config["compression"]["shards"]["longmemeval"]  # wiki shares one job per variant
+    assert stages["compress"]["jobs"] == variants * (1 + shards + 1)  # + one gather per sharded variant
+    assert stages["compress"]["device_jobs"] == 5 * (1 + shards)
+    assert stages["evaluate"]["jobs"] == stages["judge"]["jobs"] == chunks  # hash-keyed chunks of <= 8 runs
+    assert stages["judge_controls"]["jobs"] == len(datasets)
+    assert stages["decompose"]["jobs"] == variants  # one model load per variant serves every dataset
+    assert plan["other_jobs"] == {"prepare": 2, "stats": 1, "aggregate": 1, "report": 1}
+
+    total = plan["total"]
+    assert total["jobs"] == sum(r["jobs"] for r in plan["stages"]) + sum(plan["other_jobs"].values())
+    for key in ("prefill_tokens", "generate_tokens", "train_tokens", "gpu_hours"):
+        assert total[key] == pytest.approx(sum(r[key] for r in plan["stages"]))
+    assert 0 < total["gpu_hours"] < math.inf
+    for row in plan["stages"]:
+        assert row["gpu_hours"] > 0 and math.isfinite(row["gpu_hours"]), row["stage"]
+        assert row["figures"], row["stage"]
+        assert all(f["source"] and f["value"] > 0 for f in row["figures"].values()), row["stage"]
+    assert "train_tokens_per_s" in stages["train"]["figures"]
+    assert {"prefill_tokens_per_s", "generate_tokens_per_s", "lora_time_factor"} <= set(stages["evaluate"]["figures"])
+    assert stages["train"]["train_tokens"] > 0 and stages["compress"]["generate_tokens"] > 0
+    assert any("characters × 0.25" in a for a in plan["assumptions"])
+
+    text = run_plan(paper_dir, "--configfile", "config/paper.yaml")
+    assert text.returncode == 0, text.stderr
+    assert "GPU-h" in text.stdout and "train_tokens_per_s" in text.stdout and "total" in text.stdout
+
+
+# ---------------------------------------------------------------- missing data: one line, exit 2
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    for name in ("config.yaml", "config", "workflow", "data"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump({"datasets": {
+        "wiki": {"format": "wiki_jsonl", "path": "data/none/wiki.jsonl"},
+        "longmemeval": {"format": "longmemeval", "path": "resources/datasets/longmemeval/longmemeval_s_cleaned.json",
+                        "download": {"hf_dataset": "xiaowu0162/longmemeval-cleaned",
+                                     "filename": "longmemeval_s_cleaned.json"}}}}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def error_line(capsys, *argv: str) -> str:
+    assert cli.main(["plan", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_missing_dataset_is_one_clear_line(workdir, capsys):
+    err = error_line(capsys, "--configfile", "missing.yaml")
+    assert "datasets.longmemeval.path" in err and "must be downloaded first" in err  # datasets in name order
+    err = error_line(capsys, "--configfile", "missing.yaml", "--assume", "longmemeval=500,500,100000000")
+    assert "datasets.wiki.path: data/none/wiki.jsonl does not exist" in err and "--assume wiki=" in err
+
+
+def test_assume_plans_without_the_files(workdir, capsys):
+    argv = ["plan", "--configfile", "missing.yaml", "--format", "json",
+            "--assume", "longmemeval=100,20,400000", "--assume", "wiki=10,20,20000"]
+    assert cli.main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["datasets"]["wiki"]["chars"] == 20000 and plan["datasets"]["longmemeval"]["items"] == 100
+    assert plan["other_jobs"]["download_dataset"] == 1
+    assert plan["profile"]["name"] == "cpu_embedded"  # config.yaml asks for no GPU
+
+
+def test_a_config_error_is_one_line(workdir, capsys):
+    (workdir / "bad.yaml").write_text("train: {epochs: 0}\n")
+    assert "train.epochs" in error_line(capsys, "--configfile", "bad.yaml")
+
+
+def test_a_figure_without_its_source_is_one_line(workdir, capsys):
+    table = yaml.safe_load((workdir / "config/throughput.yaml").read_text())
+    del table["profiles"]["cpu_embedded"]["figures"]["train_tokens_per_s"]["source"]
+    (workdir / "t.yaml").write_text(yaml.safe_dump(table))
+    err = error_line(capsys, "--throughput", "t.yaml")
+    assert "profiles.cpu_embedded.figures.train_tokens_per_s: missing (needs value and source)" in err
