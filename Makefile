@@ -55,10 +55,11 @@ dag: $(STAMP)
 	snakemake --dag | dot -Tsvg > dag.svg
 
 benchmarks: $(STAMP)
-	$(PY) benchmarks/generation.py
-	$(PY) benchmarks/adapters_per_engine.py
+	$(PY) benchmarks/adapters_per_engine.py --k 1 8 --questions 16
+	$(PY) benchmarks/backends.py
 	$(PY) benchmarks/training.py
-	$(PY) benchmarks/workflow_overhead.py
+	$(PY) benchmarks/recipe.py
+	$(PY) benchmarks/workflow_overhead.py --runs 3
 	$(PY) benchmarks/longmemeval_memory.py
 
 clean:

@@ -16,48 +16,79 @@ def load(name):
 
 def machine(r):
     m = r["machine"]
-    return f"{m['cores']} cores ({m['cpu']}), GPU: {m['gpu'] or 'none'}, Python {m['python']}"
+    bf16 = "with AVX512-BF16" if m.get("avx512_bf16") else "without AVX512-BF16"
+    return f"{m['cores']} cores, {m['cpu']} ({bf16}), GPU: {m['gpu'] or 'none'}, Python {m['python']}"
+
+
+def ci(values, digits=2):
+    return f"[{values[0]:+.{digits}f}, {values[1]:+.{digits}f}]"
 
 
 def main():
     out = []
-    r = load("generation")
+    r = load("recipe")
     if r:
-        out += ["## Generation: vLLM against transformers", "", f"`{r['command']}` — {machine(r)}; "
-                f"{r['prompts']} chat prompts, {r['max_tokens']} new tokens each, greedy, {r['dtype']}, "
-                f"median of {r['runs']} runs.", "", "| engine | new tokens | median s | tokens/s |", "|---|---|---|---|"]
-        for name in ("transformers", "vllm"):
-            e = r[name]
-            out.append(f"| {name} | {e['new_tokens']} | {e['median_s']:.2f} | {e['tokens_per_s']:.0f} |")
+        out += ["## Choosing the embedded default's recipe", "", f"`{r['command']}` — {machine(r)}; "
+                f"{r['questions']} wiki questions, one seed, 95% intervals over questions.", "",
+                "| recipe (epochs:lr:modules) | train s | tokens/s | answer log-likelihood gain | margin gain |",
+                "|---|---|---|---|---|"]
+        out += [f"| {x['recipe']} | {x['train_s']:.0f} | {x['tokens_per_s']:.0f} | {x['loglik_gain']:+.3f} "
+                f"{ci(x['loglik_gain_ci'], 3)} | {x['margin_gain']:+.3f} {ci(x['margin_gain_ci'], 3)} |" for x in r["rows"]]
         out.append("")
     r = load("adapters_per_engine")
     if r:
-        out += ["## Adapters per engine start", "", f"`{r['command']}` — {machine(r)}; each adapter answers "
-                f"{r['questions_per_adapter']} questions ({r['max_tokens']} tokens); wall time includes engine "
-                "starts; one run each (K separate starts = the sum of K single-adapter runs).", "",
-                "| K adapters | one engine, K LoRARequests (s) | K separate starts (s) | speed-up |", "|---|---|---|---|"]
-        out += [f"| {row['k']} | {row['one_engine_s']:.1f} | {row['separate_starts_s']:.1f} | {row['speedup']:.2f}× |"
-                for row in r["rows"]]
+        out += ["## Adapters per vLLM engine start", "", f"`{r['command']}` — {machine(r)}; each adapter answers "
+                f"{r['questions_per_adapter']} questions ({r['max_tokens']} tokens, {r['dtype']}); wall time includes "
+                "engine starts; K separate starts = the sum of K single-adapter runs.", "",
+                "| K adapters | one engine, K LoRARequests (s) | of which answering (s) | K separate starts (s) | "
+                "speed-up | s per adapter answer |", "|---|---|---|---|---|---|"]
+        out += [f"| {x['k']} | {x['one_engine_s']:.1f} | {x['one_engine_answering_s']:.1f} | {x['separate_starts_s']:.1f}"
+                f" | {x['speedup']:.2f}× | {x['seconds_per_adapter_answer']:.3f} |" for x in r["rows"]]
         out.append("")
+    r = load("backends")
+    if r:
+        b, s = r["backends"], r["summaries"]
+        out += ["## vLLM against transformers + peft on this CPU", "", f"`{r['command']}` — {machine(r)}.", "",
+                "| work | backend | start s | work s | per item | identical to the other backend |",
+                "|---|---|---|---|---|---|"]
+        for name in ("transformers", "vllm"):
+            x = b[name]
+            out.append(f"| {x['requests']} answers through {r['adapters']} adapters + the base model | {name} | "
+                       f"{x['start_s']:.1f} | {x['answer_s']:.1f} | {x['s_per_answer']:.3f} s | "
+                       f"{r['agreement']} of {r['compared']} |")
+        for name in ("transformers", "vllm"):
+            x = s[name]
+            out.append(f"| {s['count']} summaries (l3 prompt) | {name} | {x['start_s']:.1f} | {x['generate_s']:.1f} | "
+                       f"{x['generate_s'] / s['count']:.2f} s | {s['identical']} of {s['count']} |")
+        out += ["", f"vLLM takes {r['vllm_over_transformers_answer_time']:.2f}× the time of transformers + peft to answer "
+                "through adapters here.", ""]
     r = load("training")
     if r:
-        out += ["## Training throughput", "", f"`{r['command']}` — {machine(r)}; wiki sample original_text, rank "
-                f"{r['rank']}, batch {r['batch_size']}, max length {r['max_length']}, one epoch.", "",
-                "| method | batches | tokens/s (median) | train s |", "|---|---|---|---|"]
-        out += [f"| {row['method']} | {'packed' if row['packing'] else 'padded'} | {row['tokens_per_s_median']:.0f} | "
-                f"{row['train_s_median']:.1f} |" for row in r["rows"]]
+        out += ["## Packed against padded training rows", "", f"`{r['command']}` — {machine(r)}; {r['method']}, rank "
+                f"{r['rank']}, batch {r['batch_size']}, max length {r['max_length']}.", "",
+                "| texts | rows | trained tokens | tokens/s | train s | speed-up |", "|---|---|---|---|---|---|"]
+        out += [f"| {x['texts']} | {'packed' if x['packing'] else 'padded'} | {x['tokens_seen']} | {x['tokens_per_s']:.0f} | "
+                f"{x['train_s']:.1f} | {x.get('speedup_over_padded', 1.0):.2f}× |" for x in r["rows"]]
         out.append("")
     r = load("workflow_overhead")
     if r:
         p, e = r["paper_dry_run"], r["one_level_prompt_edit"]
-        out += ["## Workflow overhead", "", f"`{r['command']}` — {machine(r)}; medians of {len(p['times_s'])} runs.", "",
+
+        def jobs(x):
+            return f"{x['rerun_jobs']} ({', '.join(f'{k} {v}' for k, v in x['reruns'].items())})"
+
+        out += ["## Workflow overhead and precise reruns", "", f"`{r['command']}` — {machine(r)}; medians of "
+                f"{len(p['times_s'])} runs; rerun counts from dry runs on the completed default run.", "",
                 "| what | figure |", "|---|---|",
                 f"| dry run of `config/paper.yaml` ({p['total_jobs']} jobs) | {p['median_s']:.2f} s |",
                 f"| no-op dry run after the default run | {r['noop_dry_run']['median_s']:.2f} s |",
                 f"| no-op run (`snakemake --cores 8`) after the default run | {r['noop_run']['median_s']:.2f} s |",
-                f"| jobs rerun by editing one level's prompt | {e['rerun_jobs']} of {e['of_total']} "
-                f"({', '.join(f'{k} {v}' for k, v in e['reruns'].items())}) |", ""]
-        out += ["Paper DAG job counts: " + ", ".join(f"{k} {v}" for k, v in p["jobs"].items()) + ".", ""]
+                f"| jobs rerun by editing one level's prompt (of {e['of_total']}) | {jobs(e)} |"]
+        if "one_more_capacity_tier" in r:
+            out.append(f"| jobs rerun by adding capacity tier N = 9 | {jobs(r['one_more_capacity_tier'])} |")
+        for module, x in r.get("code_edits", {}).items():
+            out.append(f"| jobs rerun by appending a function to `src/lorapress/{module}` | {jobs(x)} |")
+        out += ["", "Paper DAG job counts: " + ", ".join(f"{k} {v}" for k, v in p["jobs"].items()) + ".", ""]
     r = load("longmemeval_memory")
     if r:
         out += ["## LongMemEval loader memory", "", f"`{r['command']}` — {machine(r)}; a synthetic file shaped like "

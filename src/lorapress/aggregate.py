@@ -590,7 +590,9 @@ def tables_for(study: Study, settings: Settings, trr: dict, question_items=None,
 def summarise_dataset(study: Study, tables: dict[str, pd.DataFrame], settings: Settings, trr: dict,
                       question_items=None, item_order=None) -> dict:
     metrics = table_metrics(study, settings.metrics)
-    seeds = study.scores[study.scores["condition"] != BASELINE].groupby(["experiment", "condition", "rank", "items"]).size()
+    trained = study.scores[(study.scores["condition"] != BASELINE) & (study.scores["metric"] == metrics[0])] \
+        if metrics else study.scores.iloc[:0]
+    seeds = trained.groupby(["experiment", "condition", "rank", "items"]).size()  # replicates per cell
     n_seeds = int(seeds.max()) if len(seeds) else 0
     summary = {"kind": dataset_kind(study.question_types), "metrics": metrics, "headline": metrics[0] if metrics else None,
                "n_seeds": n_seeds,

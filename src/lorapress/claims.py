@@ -97,10 +97,11 @@ def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str
     `capacity_diffs`: (dataset, metric) -> (low, high) interval of peak − largest tier, when computed."""
     out = []
     for claim_id, kind, text, experiment, a, b, sign in CLAIMS:
-        datasets = [d for d, k in kinds.items() if kind in ("any", k)]
+        datasets = [d for d, k in kinds.items() if kind in ("any", k)
+                    and (kind != "any" or (experiment, d) in tables)]  # a grid claim: where that grid ran
         if not datasets:
             out.append({"claim": claim_id, "text": text, "dataset": None, "metric": None, "verdict": "not tested",
-                        "why": f"no {kind} dataset in this run"})
+                        "why": f"no {experiment} experiment on a {kind if kind != 'any' else ''} dataset in this run"})
             continue
         for dataset in datasets:
             table = tables.get((experiment, dataset))

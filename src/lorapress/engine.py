@@ -305,13 +305,41 @@ class TransformersEngine(_Base):
         return state, rows
 
     def _score(self, state: "_State", conts: list[tuple[int, list[int]]]) -> list[list[float]]:
-        """Per-token log-probs of each continuation of a row of `state` (whose last position is real)."""
+        """Per-token log-probs of each continuation of a row of `state` (whose last position is real).
+
+        Continuations go through in batches of similar length, and the vocabulary projection is applied
+        only where a continuation token is predicted: a year and a rubric each cost what they are."""
+        out: list[list[float] | None] = [None] * len(conts)
+        order = sorted(range(len(conts)), key=lambda k: (len(conts[k][1]), k))
+        for start in range(0, len(order), 4 * self.batch_size):
+            batch = order[start:start + 4 * self.batch_size]
+            for k, lp in zip(batch, self._score_batch(state, [conts[k] for k in batch])):
+                out[k] = lp
+        return out
+
+    def _score_batch(self, state: "_State", conts: list[tuple[int, list[int]]]) -> list[list[float]]:
+        import copy
+
         if not conts:
             return []
-        width = max(len(c) for _, c in conts)
-        logprobs = self._extend(state, conts, left=False, keep=width).logprobs
-        return [[state.logprobs[b, -1, cont[0]].item(), *(logprobs[k, j, cont[j + 1]].item() for j in range(len(cont) - 1))]
-                for k, (b, cont) in enumerate(conts)]
+        torch = self.torch
+        model = self.model.get_base_model() if self._adapters else self.model
+        index = torch.tensor([b for b, _ in conts], device=self.device)
+        cache = copy.deepcopy(state.cache)
+        cache.batch_select_indices(index)
+        ids, rest_mask = self._pad([tokens for _, tokens in conts], left=False)
+        positions = state.positions[index, -1:] + rest_mask.cumsum(-1)
+        hidden = model.base_model(input_ids=ids, attention_mask=torch.cat([state.mask[index], rest_mask], dim=1),
+                                  position_ids=positions, past_key_values=cache).last_hidden_state
+        wanted = rest_mask[:, 1:].bool()  # position j predicts token j + 1
+        logits = model.get_output_embeddings()(hidden[:, :-1][wanted]).float()
+        targets = ids[:, 1:][wanted]
+        picked = (logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
+        out, start = [], 0
+        for b, cont in conts:
+            out.append([state.logprobs[b, -1, cont[0]].item(), *picked[start:start + len(cont) - 1]])
+            start += len(cont) - 1
+        return out
 
     def _run_shared(self, prompts, adapters, groups, work):
         """Prefill every prompt (sharing group prefixes), then `work(state, member indices)` per batch."""

@@ -74,8 +74,7 @@ def answer_chunk(engine, runs: list[dict], questions: list[dict], control: list[
             "question_type": q["question_type"], "abstention": q.get("abstention", False),
             "item_ids": q.get("item_ids", []), "question": q["question"], "reference": q["answer"],
             "prediction": answer.text, "finish_reason": answer.finish_reason, "truncated": answer.truncated,
-            "answer_tokens": answer.n_tokens, "answer_loglik": loglik[(k, "reference")],
-            "distractors": q.get("distractors", []), **loglik[k],
+            "answer_tokens": answer.n_tokens, "distractors": q.get("distractors", []), **loglik[k],
             **answer_scores(answer.text, q["answer"]),
         })
     return records

@@ -158,10 +158,17 @@ def claims_section(summary: dict) -> str:
     claims = summary.get("claims", [])
     if not claims:
         return ""
-    rows = [{"claim": c["text"], "dataset": c.get("dataset") or "–", "metric": label(c["metric"]) if c.get("metric") else "–",
-             "compared": c.get("compared", "–"),
-             "this run": with_ci(c.get("estimate"), c.get("ci_low"), c.get("ci_high"), 3, True),
-             "verdict": c["verdict"]} for c in claims]
+    rows: dict = {}
+    for c in claims:  # one row per claim and dataset, one column per metric: "verdict: difference [interval]"
+        row = rows.setdefault((c["text"], c.get("dataset")), {"claim": c["text"], "dataset": c.get("dataset") or "–",
+                                                             "compared": c.get("compared", "–")})
+        if c.get("compared"):
+            row["compared"] = c["compared"]
+        value = c["verdict"]
+        if c.get("estimate") is not None:
+            value += f": {with_ci(c['estimate'], c['ci_low'], c['ci_high'], 3, True)}"
+        row[label(c["metric"]) if c.get("metric") else "this run"] = value
+    rows = list(rows.values())
     spread = summary.get("paper_replicate_spread", {})
     return section("claims", "What these runs support", note(
         "Each published claim becomes a difference between two cells of this run's tables. <b>supported</b>: its "
@@ -227,7 +234,7 @@ def decomposition_section(decomposition: dict[str, pd.DataFrame]) -> str:
                   "<b>closed book</b>: the adapter trained on that text (the compression experiment). A gap between "
                   "fact survival and open book is the reader's; between open and closed book, training's; a fall of "
                   "fact survival with TRR is compression's. Intervals: 95%, bootstrap over questions.")]
-    fig, axes = plt.subplots(len(decomposition), 2, figsize=(12, 3.8 * len(decomposition)), squeeze=False)
+    fig, axes = plt.subplots(len(decomposition), 2, figsize=(12, 4.4 * len(decomposition)), squeeze=False)
     for (dataset, table), (left, right) in zip(decomposition.items(), axes):
         rows = []
         for _, r in table.iterrows():
@@ -256,7 +263,8 @@ def decomposition_section(decomposition: dict[str, pd.DataFrame]) -> str:
         if len(base) and "closed_book_answer_loglik" in base:
             right.axhline(float(base["closed_book_answer_loglik"].iloc[0]), ls="--", color="grey", label="baseline")
         for ax, ylabel in ((left, "% / F1"), (right, "answer log-likelihood (nats/token)")):
-            ax.set_xticks(list(x), [f"{v}\n{t:.0f}%" for v, t in zip(data["variant"], data["trr_mean"])], fontsize=7)
+            ax.set_xticks(list(x), [f"{v} ({t:.0f}%)" for v, t in zip(data["variant"], data["trr_mean"])], fontsize=7,
+                          rotation=30, ha="right")
             ax.set(title=dataset, ylabel=ylabel)
             ax.legend(fontsize=8)
     parts.append(figure_html(fig, "decomposition: fact survival, open book, closed book per variant"))

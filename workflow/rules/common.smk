@@ -321,8 +321,10 @@ def benchmark_files():
 
 def report_metadata():
     """What the report shows of the run: the config without resources (editing resources reruns nothing),
-    what `auto` resolved to here, and the code fingerprints."""
+    what `auto` resolved to here, and the code fingerprints. The judge's key variable is left out: renaming
+    where the key lives changes no number."""
     shown = {k: v for k, v in config.items() if k != "resources"}
+    shown["judge"] = {k: v for k, v in config["judge"].items() if k != "api_key_env"}
     return as_json({"config": shown, **RESOLVED, "fingerprints": CODE})
 
 
