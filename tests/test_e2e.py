@@ -344,7 +344,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(run):
 def test_a_config_mistake_fails_before_any_job(run):
     (run / "mistake.yaml").write_text(yaml.safe_dump({"aggregate": {"metrics": ["accuracy"]}}))
     out = snakemake(run, "-n", configfiles=("tiny.yaml", "mistake.yaml"), check=False)
-    assert out.returncode != 0 and "config aggregate.metrics.0: 'accuracy' is not one of" in out.stderr
+    assert out.returncode != 0 and "config aggregate.metrics.0: 'accuracy' is not one of" in out.stdout + out.stderr
 
 
 # ---------------------------------------------------------------- the judge behind an endpoint
