@@ -643,6 +643,8 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
     out = {"question_scores": [], "scores": [], "runs": [], "tables": {}, "decomposition": {}, "summary": {}}
     kinds, metrics_of, capacity_diffs = {}, {}, {}
     for dataset, pairs in sorted(inputs["experiments"].items()):
+        if not inputs["answers"].get(dataset):
+            continue  # prepared (e.g. for the judge's controls) but no experiment evaluates it
         answers = pd.concat([pd.read_json(p, lines=True) for p in inputs["answers"][dataset]], ignore_index=True)
         verdict_files = inputs.get("verdicts", {}).get(dataset, [])
         verdicts = pd.concat([pd.read_json(p, lines=True) for p in verdict_files], ignore_index=True) \
