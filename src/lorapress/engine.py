@@ -280,18 +280,23 @@ class TransformersEngine(_Base):
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         return _State(ids, mask, positions, out.past_key_values, self.torch.log_softmax(out.logits.float(), dim=-1))
 
-    def _extend(self, state: "_State", rows: list[tuple[int, list[int]]], *, left: bool, keep: int) -> "_State":
-        """Row k continues row `rows[k][0]` of `state` with its tokens (the state's cache is left untouched);
-        log-probs of the last `keep` positions. Positions continue each row's own, so padding anywhere is inert."""
+    def _continuation_inputs(self, state: "_State", rows: list[tuple[int, list[int]]], *, left: bool):
+        """Inputs that continue row `rows[k][0]` of `state` with its tokens, on a copy of the state's cache:
+        (row index, cache, token ids, their mask, positions, full attention mask)."""
         import copy
 
-        torch = self.torch
-        index = torch.tensor([b for b, _ in rows], device=self.device)
+        index = self.torch.tensor([b for b, _ in rows], device=self.device)
         cache = copy.deepcopy(state.cache)
         cache.batch_select_indices(index)
         ids, rest_mask = self._pad([tokens for _, tokens in rows], left=left)
         positions = state.positions[index, -1:] + rest_mask.cumsum(-1)
-        mask = torch.cat([state.mask[index], rest_mask], dim=1)
+        return index, cache, ids, rest_mask, positions, self.torch.cat([state.mask[index], rest_mask], dim=1)
+
+    def _extend(self, state: "_State", rows: list[tuple[int, list[int]]], *, left: bool, keep: int) -> "_State":
+        """Row k continues row `rows[k][0]` of `state` with its tokens (the state's cache is left untouched);
+        log-probs of the last `keep` positions. Positions continue each row's own, so padding anywhere is inert."""
+        torch = self.torch
+        index, cache, ids, rest_mask, positions, mask = self._continuation_inputs(state, rows, left=left)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          logits_to_keep=keep)
         return _State(torch.cat([state.ids[index], ids], dim=1), mask,
@@ -318,19 +323,13 @@ class TransformersEngine(_Base):
         return out
 
     def _score_batch(self, state: "_State", conts: list[tuple[int, list[int]]]) -> list[list[float]]:
-        import copy
-
         if not conts:
             return []
         torch = self.torch
         model = self.model.get_base_model() if self._adapters else self.model
-        index = torch.tensor([b for b, _ in conts], device=self.device)
-        cache = copy.deepcopy(state.cache)
-        cache.batch_select_indices(index)
-        ids, rest_mask = self._pad([tokens for _, tokens in conts], left=False)
-        positions = state.positions[index, -1:] + rest_mask.cumsum(-1)
-        hidden = model.base_model(input_ids=ids, attention_mask=torch.cat([state.mask[index], rest_mask], dim=1),
-                                  position_ids=positions, past_key_values=cache).last_hidden_state
+        _, cache, ids, rest_mask, positions, mask = self._continuation_inputs(state, conts, left=False)
+        hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                  past_key_values=cache).last_hidden_state
         wanted = rest_mask[:, 1:].bool()  # position j predicts token j + 1
         logits = model.get_output_embeddings()(hidden[:, :-1][wanted]).float()
         targets = ids[:, 1:][wanted]
