@@ -39,7 +39,7 @@ run: $(STAMP)
 
 # The catalog's conventions first (lint clean, formatting pinned), then every test.
 test: $(STAMP) system-test-deps lint
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not e2e"

@@ -1,6 +1,7 @@
 """The config schema is the one source of defaults, and a config mistake fails before any compute."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -92,11 +93,14 @@ def test_schema_mistakes_are_one_line_naming_the_key(edit, message):
     (lambda c: c["compression"].update(shards={"nope": 2}), "config compression.shards: unknown datasets ['nope']"),
     (lambda c: c["experiments"]["capacity"].update(datasets=["wikki"]),
      "config experiments.capacity.datasets: unknown datasets ['wikki']"),
+    (lambda c: [c["experiments"][e].update(datasets=["wiki"]) for e in c["experiments"]],
+     "config datasets.longmemeval: no experiment evaluates it (every experiments.*.datasets leaves it out); "
+     "remove it from datasets or add it to an experiment"),
 ])
 def test_what_the_schema_cannot_say_fails_before_compute(edit, message):
     config = full_config()
     edit(config)
-    with pytest.raises(ConfigError, match="^" + message.replace("[", "\\[").replace("]", "\\]") + "$"):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
         check_semantics(config)
 
 

@@ -190,6 +190,42 @@ def test_every_run_answered_every_question_with_its_log_likelihoods(run):
         assert meta["self_check"]["check_backend"] == "vllm" and meta["self_check"]["agreement"] >= 0.75
 
 
+def test_self_check_agrees_only_on_identical_answers_or_near_ties(run):
+    """The checking engine's own greedy answers agree; an answer it finds far less likely than its own at the
+    first differing token (a misapplied adapter's signature) does not, unless tie_nats is set above that gap."""
+    from lorapress.engine import EngineSettings, open_engine
+    from lorapress.evaluate import divergence_gap, first_divergence, question_messages, self_check
+
+    assert first_divergence([1, 2, 3], [1, 2, 4]) == 2 and first_divergence([1, 2], [1, 2, 5]) is None
+    settings = EngineSettings(model=str(run / "resources/models/smollm2-135m-instruct"), dtype="float32",
+                              max_model_len=1024, seed=0, max_num_seqs=8, trust_remote_code=False,
+                              chat_template_kwargs={})
+    engine = open_engine("transformers", settings)
+    adapter = str(run / "results/adapters/wiki/original_text/r8_nall_s0")
+    questions = [json.loads(line) for line in (run / "results/data/wiki/qa.jsonl").read_text().splitlines()][:2]
+    evaluate = {"system_prompt": "Answer in a few words.", "max_tokens": 8, "repetition_penalty": 1.0}
+    own = engine.generate([question_messages(q, evaluate["system_prompt"]) for q in questions], max_tokens=8,
+                          adapters=[adapter] * 2)
+    run_ = {"run_id": "r", "adapter": adapter}
+    sample = [(run_, q) for q in questions]
+
+    def records(first):
+        return [{"run_id": "r", "question_set": "dataset", "question_id": q["question_id"], "prediction": p}
+                for q, p in zip(questions, [first, own[1].text])]
+
+    same = self_check(engine, sample, records(own[0].text), {**evaluate, "self_check": {"tie_nats": 0.5}})
+    assert (same["n"], same["agreed"], same["identical"], same["near_ties"]) == (2, 2, 2, 0)
+    wrong = "Zyzzyva quokka"  # not what this adapter says: its first token is far from the greedy one
+    gap = divergence_gap(engine, question_messages(questions[0], evaluate["system_prompt"]), wrong, own[0].text,
+                         adapter)
+    assert gap > 2
+    strict = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": 0.5}})
+    assert (strict["agreed"], strict["identical"], strict["pairs"][0]["tie_gap"]) == (1, 1, pytest.approx(gap))
+    lenient = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": gap + 0.01}})
+    assert (lenient["agreed"], lenient["near_ties"]) == (2, 1)
+    engine.close()
+
+
 def test_no_adapter_is_inert(run):
     runs = pd.read_csv(run / f"{TABLES}/runs.csv")
     trained = runs[runs["run_id"] != "baseline"]

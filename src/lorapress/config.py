@@ -57,6 +57,12 @@ def check_semantics(config: dict) -> None:
         unknown = [d for d in spec.get("datasets") or [] if d not in config["datasets"]]
         if unknown:
             raise ConfigError(f"config experiments.{name}.datasets: unknown datasets {unknown}")
+    for name in config["datasets"]:
+        if not any(spec["enabled"] and (spec.get("datasets") is None or name in spec["datasets"])
+                   for spec in experiments.values()):
+            # its tables would be declared but never written: say so before any compute
+            raise ConfigError(f"config datasets.{name}: no experiment evaluates it (every experiments.*.datasets "
+                              "leaves it out); remove it from datasets or add it to an experiment")
     if "original_text" not in variants and any(
             experiments[e]["enabled"] for e in ("capacity", "rank_items")):
         raise ConfigError("config compression.variants: capacity and rank_items train on original_text; add it")

@@ -116,6 +116,10 @@ class _Base:
             out[i].append(lp)
         return answers, out
 
+    def next_token_logprobs(self, prompt: list[int], token_ids: list[int], adapter: str | None = None) -> list[float]:
+        """Log-probabilities of each of `token_ids` as the next token after the token ids `prompt`."""
+        return self._next_token_logprobs([prompt], list(token_ids), [adapter])[0]
+
     def choose(self, conversations: list[list[dict]], choices: list[str], *,
                adapters: list[str | None] | None = None, groups: list | None = None) -> list[dict[str, float]]:
         """P(reply = choice | conversation), normalised over `choices` (the reply is constrained to them).

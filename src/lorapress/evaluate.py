@@ -8,9 +8,13 @@ difference, the knowledge-specific margin, widens only when the adapter learned 
 not when it merely shifted towards the domain's style.
 
 The chunk's answers are then cross-checked: a sample of every run's answers is generated
-again through the other backend (transformers + peft against vLLM). Agreement below
-`evaluate.self_check.min_agreement` fails the job: an adapter path that is silently
-ignored or misapplied must never reach a table.
+again through the other backend (transformers + peft against vLLM). Two answers agree when
+they are identical, or when they part at a near-tie: at their first differing token the
+checking backend gives the two candidate tokens log-probabilities within
+`evaluate.self_check.tie_nats` (in bfloat16 the two backends' kernels round differently, and
+greedy decoding flips between near-equal tokens; a misapplied adapter moves the distribution
+far more). Agreement below `evaluate.self_check.min_agreement` fails the job: an adapter path
+that is silently ignored or misapplied must never reach a table.
 """
 
 from __future__ import annotations
@@ -95,11 +99,39 @@ def self_check(engine, sample: list[tuple[dict, dict]], records: list[dict], set
     pairs = []
     for (run, q), answer in zip(sample, again):
         first = primary[(run["run_id"], q["question_id"])]
-        pairs.append({"run_id": run["run_id"], "question_id": q["question_id"], "primary": first,
-                      "check": answer.text, "agree": first == answer.text})
+        pair = {"run_id": run["run_id"], "question_id": q["question_id"], "primary": first, "check": answer.text,
+                "identical": first == answer.text, "tie_gap": None}
+        if not pair["identical"]:
+            pair["tie_gap"] = divergence_gap(engine, question_messages(q, settings["system_prompt"]), first,
+                                             answer.text, run["adapter"])
+        pair["agree"] = pair["identical"] or (pair["tie_gap"] is not None
+                                              and pair["tie_gap"] <= settings["self_check"]["tie_nats"])
+        pairs.append(pair)
     agreed = sum(p["agree"] for p in pairs)
     return {"check_backend": engine.backend, "n": len(pairs), "agreed": agreed,
+            "identical": sum(p["identical"] for p in pairs), "near_ties": agreed - sum(p["identical"] for p in pairs),
             "agreement": agreed / len(pairs) if pairs else None, "pairs": pairs}
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """Index of the first position where two token sequences differ (None: identical or one ends first)."""
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return k
+    return None
+
+
+def divergence_gap(engine, conversation: list[dict], primary: str, check: str, adapter: str | None) -> float | None:
+    """|log p(a) - log p(b)| under `engine` at the first token where the two answers part (a: the primary's
+    token, b: the check's), given the conversation and their common start; None when they do not part at a
+    token (one answer is a prefix of the other: a different stop, not a tie to measure)."""
+    a, b = engine.reply_ids(primary), engine.reply_ids(check)
+    k = first_divergence(a, b)
+    if k is None:
+        return None
+    prompt = engine.prompt_ids(conversation) + a[:k]
+    lp_a, lp_b = engine.next_token_logprobs(prompt, [a[k], b[k]], adapter)
+    return abs(lp_a - lp_b)
 
 
 def train_facts(adapter: str | None) -> dict:
@@ -129,14 +161,15 @@ def evaluate(backend: str, engine_settings: EngineSettings, runs: list[dict], qu
         checker = open_engine(other, engine_settings, threads=threads, **lora)
         result = self_check(checker, sample, records, settings)
         checker.close()
-        log.info("self-check: %d of %d sampled answers identical through %s and %s", result["agreed"], result["n"],
-                 backend, other)
+        log.info("self-check: %d of %d sampled answers agree through %s and %s (%d identical, %d part at a near-tie)",
+                 result["agreed"], result["n"], backend, other, result["identical"], result["near_ties"])
         if result["agreement"] is not None and result["agreement"] < check["min_agreement"]:
             worst = [p for p in result["pairs"] if not p["agree"]][:3]
             raise SelfCheckError(
                 f"self-check failed: only {result['agreed']} of {result['n']} sampled answers agree between {backend} "
-                f"and {other} (evaluate.self_check.min_agreement = {check['min_agreement']}); the adapters may be "
-                f"misapplied by one backend. First disagreements: {worst}")
+                f"and {other} (evaluate.self_check.min_agreement = {check['min_agreement']}, near-ties within "
+                f"tie_nats = {check['tie_nats']}); the adapters may be misapplied by one backend. "
+                f"First disagreements: {worst}")
     return records, result
 
 

@@ -142,8 +142,9 @@ def answers_section(summary: dict) -> str:
         checks.append(
             f"<li><b>{html.escape(dataset)}</b>: {len(s.get('inert_runs', []))} of {s.get('n_runs', 0) - 1} adapters "
             f"inert{' (' + ', '.join(map(html.escape, s['inert_runs'])) + ')' if s.get('inert_runs') else ''}; "
-            f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers identical through "
-            f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))}; "
+            f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers agree through "
+            f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))} "
+            f"({check.get('identical', check.get('agreed', 0))} identical, the rest parting at a near-tie); "
             + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
@@ -195,8 +196,10 @@ def adapters_section(runs: pd.DataFrame, summary: dict) -> str:
     return section("adapters", "Adapters that learned", note(
         "Every adapter against the untuned baseline on the same questions: the share of answers that differ and the "
         "change in answer log-likelihood (nats/token, 95% interval). <b>inert</b> = no answer and no log-likelihood "
-        "changed. self_check_agreement: share of a sample of the chunk's answers that came out identical through the "
-        "other backend (vLLM against transformers + peft); below the configured minimum the evaluate job fails. "
+        "changed. self_check_agreement: share of a sample of the chunk's answers that agree through the other "
+        "backend (vLLM against transformers + peft): identical, or parting at a near-tie (at the first differing "
+        "token the two candidates are within evaluate.self_check.tie_nats for the checking backend); below the "
+        "configured minimum the evaluate job fails. "
         "truncated_pct: answers cut at evaluate.max_tokens. Training: optimizer steps actually taken, warm-up steps, "
         "tokens trained (every token of every item: long items are cut into pieces, never truncated)."),
         verdict, table_html(frame, 3))
