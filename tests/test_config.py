@@ -109,6 +109,7 @@ def test_auto_resolves_per_machine_and_explicit_values_win():
     avx2 = Hardware(cpu_flags=("avx2",))
     bf16 = Hardware(cpu_flags=("avx2", "avx512_bf16"))
     assert resolve(config, avx2)["dtype"] == "float32" and resolve(config, avx2)["backend"] == "transformers"
+    assert resolve(config, avx2)["compression_backend"] == resolve(config, bf16)["compression_backend"] == "vllm"
     assert resolve(config, bf16)["dtype"] == resolve(config, bf16)["train_dtype"] == "bfloat16"
     config["train"]["compute_dtype"] = "float32"
     assert resolve(config, bf16)["train_dtype"] == "float32"

@@ -63,5 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `lorapress` command: `main`, then an exit that skips the interpreter's teardown. A stage has written
+    (atomically) and closed everything by then, and vLLM's CPU engine can abort in teardown ("terminate called
+    without an active exception", exit 134) after a job that succeeded."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

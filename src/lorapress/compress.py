@@ -2,7 +2,7 @@
 
 - `original_text`: the items unchanged (the reference condition);
 - `summ_l1_slight` ... `summ_l5_extreme`: generative summaries by the base model
-  (greedy, through vLLM on GPUs and transformers on CPUs: `compression.backend`),
+  (greedy, through vLLM by default, on CPUs too: `compression.backend`),
   each level with its own prompt and target TRR. Length is
   controlled, not hoped for: the prompt states a word budget, `max_tokens` caps
   the reply from the source length and the target, and a reply outside its
