@@ -210,14 +210,14 @@ def test_self_check_agrees_only_on_identical_answers_or_near_ties(run):
     sample = [(run_, q) for q in questions]
 
     def records(first):
-        return [{"run_id": "r", "question_set": "dataset", "question_id": q["question_id"], "prediction": p}
-                for q, p in zip(questions, [first, own[1].text])]
+        return [{"run_id": "r", "question_set": "dataset", "question_id": q["question_id"], "prediction": p,
+                 "finish_reason": "stop"} for q, p in zip(questions, [first, own[1].text])]
 
     same = self_check(engine, sample, records(own[0].text), {**evaluate, "self_check": {"tie_nats": 0.5}})
     assert (same["n"], same["agreed"], same["identical"], same["near_ties"]) == (2, 2, 2, 0)
     wrong = "Zyzzyva quokka"  # not what this adapter says: its first token is far from the greedy one
-    gap = divergence_gap(engine, question_messages(questions[0], evaluate["system_prompt"]), wrong, own[0].text,
-                         adapter)
+    gap = divergence_gap(engine, question_messages(questions[0], evaluate["system_prompt"]), (wrong, True),
+                         (own[0].text, not own[0].truncated), adapter)
     assert gap > 2
     strict = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": 0.5}})
     assert (strict["agreed"], strict["identical"], strict["pairs"][0]["tie_gap"]) == (1, 1, pytest.approx(gap))

@@ -92,18 +92,19 @@ def self_check_sample(runs: list[dict], questions: list[dict], n_questions: int,
 
 def self_check(engine, sample: list[tuple[dict, dict]], records: list[dict], settings: dict) -> dict:
     """Generate the sample again through `engine` and compare with the primary backend's answers."""
-    primary = {(r["run_id"], r["question_id"]): r["prediction"] for r in records if r["question_set"] == "dataset"}
+    primary = {(r["run_id"], r["question_id"]): (r["prediction"], r["finish_reason"] == "stop")
+               for r in records if r["question_set"] == "dataset"}
     again = engine.generate([question_messages(q, settings["system_prompt"]) for _, q in sample],
                             max_tokens=settings["max_tokens"], adapters=[run["adapter"] for run, _ in sample],
                             repetition_penalty=settings["repetition_penalty"])
     pairs = []
     for (run, q), answer in zip(sample, again):
-        first = primary[(run["run_id"], q["question_id"])]
+        first, stopped = primary[(run["run_id"], q["question_id"])]
         pair = {"run_id": run["run_id"], "question_id": q["question_id"], "primary": first, "check": answer.text,
                 "identical": first == answer.text, "tie_gap": None}
         if not pair["identical"]:
-            pair["tie_gap"] = divergence_gap(engine, question_messages(q, settings["system_prompt"]), first,
-                                             answer.text, run["adapter"])
+            pair["tie_gap"] = divergence_gap(engine, question_messages(q, settings["system_prompt"]),
+                                             (first, stopped), (answer.text, not answer.truncated), run["adapter"])
         pair["agree"] = pair["identical"] or (pair["tie_gap"] is not None
                                               and pair["tie_gap"] <= settings["self_check"]["tie_nats"])
         pairs.append(pair)
@@ -121,11 +122,14 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None
 
 
-def divergence_gap(engine, conversation: list[dict], primary: str, check: str, adapter: str | None) -> float | None:
-    """|log p(a) - log p(b)| under `engine` at the first token where the two answers part (a: the primary's
-    token, b: the check's), given the conversation and their common start; None when they do not part at a
-    token (one answer is a prefix of the other: a different stop, not a tie to measure)."""
-    a, b = engine.reply_ids(primary), engine.reply_ids(check)
+def divergence_gap(engine, conversation: list[dict], primary: tuple[str, bool], check: tuple[str, bool],
+                   adapter: str | None) -> float | None:
+    """|log p(a) - log p(b)| under `engine` at the first token where two answers part (a: the primary's token,
+    b: the check's), given the conversation and their common start. Each answer is (text, stopped): an answer
+    that stopped ends with the end-of-turn token, so "stop here" against "go on" is measured like any other
+    pair of tokens. None when they part at no token (one was cut at max_tokens inside the other)."""
+    eos = engine.tokenizer.eos_token_id
+    a, b = ([*engine.reply_ids(text), *([eos] if stopped else [])] for text, stopped in (primary, check))
     k = first_divergence(a, b)
     if k is None:
         return None
