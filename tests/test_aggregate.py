@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from lorapress.aggregate import (
-    Settings, Study, capacity_knee, capacity_table, compression_table, curve_summary, question_scores, rank_table,
+    Settings, Study, best_condition, capacity_knee, capacity_table, compression_table, curve_summary, question_scores,
+    rank_table,
     run_metrics, run_scores, standalone, trained_questions,
 )
 from lorapress.uncertainty import Bootstrap
@@ -215,3 +216,16 @@ def test_settings_come_whole_from_the_config():
     with pytest.raises(StageError, match="missing keys"):
         Settings.from_dict({"metrics": ["f1"]})
     assert json.loads(json.dumps(SETTINGS.__dict__)) == SETTINGS.__dict__
+
+
+def test_best_condition_skips_conditions_without_a_score():
+    """A metric no condition could score (F1 on a dataset of abstention questions only) has no best condition;
+    a condition without a score never wins over one with a score."""
+    nan = float("nan")
+    row = {"metric": "f1", "ci_low": 0.0, "ci_high": 1.0, "vs_baseline_diff": 0.1, "vs_baseline_sig": False,
+           "vs_baseline_sig_holm": False}
+    table = pd.DataFrame([{**row, "condition": "baseline", "score": 0.2}, {**row, "condition": "original_text", "score": nan},
+                          {**row, "condition": "ext", "score": nan}])
+    assert best_condition(table, "f1") == {}
+    table.loc[2, "score"] = 0.3
+    assert best_condition(table, "f1")["condition"] == "ext"

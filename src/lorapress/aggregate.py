@@ -503,8 +503,8 @@ def rank_recommendation(study: Study, metric: str, trr: dict | None) -> dict:
 
 
 def best_condition(table: pd.DataFrame, metric: str) -> dict:
-    rows = table[(table["metric"] == metric) & (table["condition"] != BASELINE)]
-    if rows.empty:
+    rows = table[(table["metric"] == metric) & (table["condition"] != BASELINE) & table["score"].notna()]
+    if rows.empty:  # no condition has a score on this metric (e.g. F1 where every question is an abstention)
         return {}
     best = rows.loc[rows["score"].idxmax()]
     return {"condition": best["condition"], "score": float(best["score"]), "ci_low": float(best["ci_low"]),
