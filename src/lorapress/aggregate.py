@@ -683,7 +683,7 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
             self_check={"backend": metas[0]["backend"] if metas else None,
                         "check_backend": checks[0]["check_backend"] if checks else None,
                         "agreed": agreed, "n": n, "agreement": agreed / n if n else None,
-                        "identical": sum(c.get("identical", c["agreed"]) for c in checks),
+                        "identical": sum(c["identical"] for c in checks),
                         "min_chunk_agreement": min((c["agreement"] for c in checks if c["agreement"] is not None),
                                                    default=None)},
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import SUMMARY_LEVELS
+from .experiments import experiment_runs
 from .hardware import Hardware, choose_dtype, detect
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -58,9 +59,7 @@ def check_semantics(config: dict) -> None:
         if unknown:
             raise ConfigError(f"config experiments.{name}.datasets: unknown datasets {unknown}")
     for name in config["datasets"]:
-        if not any(spec["enabled"] and (spec.get("datasets") is None or name in spec["datasets"])
-                   for spec in experiments.values()):
-            # its tables would be declared but never written: say so before any compute
+        if not experiment_runs(config, name):  # its tables would be declared but never written
             raise ConfigError(f"config datasets.{name}: no experiment evaluates it (every experiments.*.datasets "
                               "leaves it out); remove it from datasets or add it to an experiment")
     if "original_text" not in variants and any(

@@ -108,9 +108,9 @@ def self_check(engine, sample: list[tuple[dict, dict]], records: list[dict], set
         pair["agree"] = pair["identical"] or (pair["tie_gap"] is not None
                                               and pair["tie_gap"] <= settings["self_check"]["tie_nats"])
         pairs.append(pair)
-    agreed = sum(p["agree"] for p in pairs)
-    return {"check_backend": engine.backend, "n": len(pairs), "agreed": agreed,
-            "identical": sum(p["identical"] for p in pairs), "near_ties": agreed - sum(p["identical"] for p in pairs),
+    agreed, identical = sum(p["agree"] for p in pairs), sum(p["identical"] for p in pairs)
+    return {"check_backend": engine.backend, "n": len(pairs), "agreed": agreed, "identical": identical,
+            "near_ties": agreed - identical,
             "agreement": agreed / len(pairs) if pairs else None, "pairs": pairs}
 
 

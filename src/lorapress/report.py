@@ -144,7 +144,7 @@ def answers_section(summary: dict) -> str:
             f"inert{' (' + ', '.join(map(html.escape, s['inert_runs'])) + ')' if s.get('inert_runs') else ''}; "
             f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers agree through "
             f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))} "
-            f"({check.get('identical', check.get('agreed', 0))} identical, the rest parting at a near-tie); "
+            f"({check.get('identical', 0)} identical, the rest parting at a near-tie); "
             + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
