@@ -158,7 +158,8 @@ def evaluate(backend: str, engine_settings: EngineSettings, runs: list[dict], qu
     engine.close()
 
     check = settings["self_check"]
-    result = {"check_backend": None, "n": 0, "agreed": 0, "agreement": None, "pairs": []}
+    result = {"check_backend": None, "n": 0, "agreed": 0, "identical": 0, "near_ties": 0, "agreement": None,
+              "pairs": []}
     if check["questions"] > 0:
         other = next(b for b in BACKENDS if b != backend)
         sample = self_check_sample(runs, questions, check["questions"], engine_settings.seed)
