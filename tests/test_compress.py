@@ -93,3 +93,58 @@ def test_chunks_of_a_chat_keep_turns_on_their_own_lines():
     # a chunk that starts mid-turn repeats its speaker, so the summariser knows who speaks
     assert chunks == ["user: I adopted a cat.", "user: She is called Miso.\nassistant: Congratulations!",
                       "assistant: Cats are great."]
+
+
+def test_a_level_needs_its_piece_prompt_and_reply_cap_in_the_context():
+    from lorapress.compress import PROMPT_RESERVE, context_needed
+
+    # the paper's l1: 3,072-token pieces, slack 1.2: a 2,581-token cap; 5,781 > the old max_model_len of 4,096
+    assert max_new_tokens(3072, 30, 1.2) == 2581 and context_needed(3072, 30, 1.2) == 3072 + PROMPT_RESERVE + 2581
+
+
+@pytest.fixture(scope="module")
+def tiny_engine_dir(tmp_path_factory):
+    """A randomly initialised model of SmolLM2's architecture with its real tokenizer and chat template: it
+    rambles (rarely an end-of-turn token), which is what a reply cut at the context's end needs."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from lorapress.model import BUILTINS
+
+    package, gguf = BUILTINS["smollm2-135m-instruct"]
+    folder = Path(list(importlib.util.find_spec(package).submodule_search_locations)[0])
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-smol")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("max_model_len", [120, 4096])
+def test_a_reply_cut_at_the_end_of_the_context_is_flagged_not_counted_on_target(tiny_engine_dir, max_model_len):
+    """Old: the reply cap ignored the context (the paper's l1: 2,581 new tokens on a ~3.1k prompt in 4,096), the
+    engine stopped at the context's end and compress took the cut reply as a summary, overstating its TRR."""
+    from lorapress.compress import summarise
+    from lorapress.engine import EngineSettings, open_engine
+
+    engine = open_engine("transformers", EngineSettings(model=tiny_engine_dir, dtype="float32",
+                                                        max_model_len=max_model_len, seed=0, max_num_seqs=4,
+                                                        trust_remote_code=False, chat_template_kwargs={}))
+    level = Level(prompt="{text}\n\nShorten this.", target_trr=30, tolerance=15, retry_prompt="")
+    docs = [{"item_id": "i1", "title": "T", "text": TEXT}]
+    (record,) = summarise(engine, docs, level, slack=1.3, max_input_tokens=1024, repetition_penalty=1.0)
+    if max_model_len == 120:  # an 88-token prompt leaves 32 tokens of context, less than the 48-token cap
+        prompt = len(engine.prompt_ids([{"role": "user", "content": level.render(TEXT)}]))
+        cap = max_new_tokens(engine.count_tokens([TEXT])[0], 30, 1.3)
+        assert max_model_len - prompt < cap
+        assert record["miss"] == "cut" and record["off_target"]
+    else:
+        assert record["miss"] != "cut"
+    engine.close()

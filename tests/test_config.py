@@ -93,6 +93,11 @@ def test_schema_mistakes_are_one_line_naming_the_key(edit, message):
     (lambda c: c["compression"].update(shards={"nope": 2}), "config compression.shards: unknown datasets ['nope']"),
     (lambda c: c["experiments"]["capacity"].update(datasets=["wikki"]),
      "config experiments.capacity.datasets: unknown datasets ['wikki']"),
+    # the paper's old context: l1's 1,024-token pieces, prompt and 932-token cap need 2,084 > 2,048
+    (lambda c: c["model"].update(max_model_len=2048),
+     "config model.max_model_len: 2048 tokens cannot hold summ_l1_slight's longest piece "
+     "(compression.max_input_tokens 1024), its prompt and its reply cap (2084 tokens in all); raise "
+     "model.max_model_len or lower compression.max_input_tokens"),
     (lambda c: [c["experiments"][e].update(datasets=["wiki"]) for e in c["experiments"]],
      "config datasets.longmemeval: no experiment evaluates it (every experiments.*.datasets leaves it out); "
      "remove it from datasets or add it to an experiment"),

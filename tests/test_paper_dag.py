@@ -32,8 +32,12 @@ def test_paper_dag_is_whole_with_an_empty_wiki_placeholder(tmp_path):
     # per dataset, x 3 seeds: 7 variants + 10 capacity tiers + r4 x 3 items + r4 x 3 variants = 69
     # (the r16 cells of both rank grids are capacity and compression runs, trained once)
     assert counts["download_dataset"] == 1 and counts["prepare"] == 2 and counts["train"] == 138
-    # wiki: one compress job per variant; longmemeval in 8 shards per variant, gathered
-    assert counts["compress"] == 7 and counts["compress_shard"] == 56 and counts["gather_shards"] == 7
+    # the 5 summary levels on GPUs: wiki in one job per level, longmemeval in 8 shards per level, gathered;
+    # original_text and ext (no model) one CPU job each for both datasets
+    assert counts["compress"] == 5 and counts["compress_shard"] == 40 and counts["gather_shards"] == 5
+    assert counts["compress_cpu"] == 2
+    # Qwen3-8B is fetched once, at model.revision, by a local job; every GPU job loads that directory
+    assert counts["fetch_model"] == 1 and "resources/models/Qwen--Qwen3-8B@main" in out.stdout
     # chunks of at most 8 runs, keyed by the runs' hashes (their count is what the hashes give; stable)
     assert counts["evaluate"] == counts["judge"] == 28 and counts["judge_controls"] == 2 and counts["decompose"] == 7
     assert "resources/datasets/longmemeval/longmemeval_s_cleaned.json" in out.stdout

@@ -28,7 +28,7 @@ TEXTS = ["the bridge opened in 1897", "the bridge has seven arches", "town found
 def settings(**overrides) -> TrainSettings:
     values = dict(method="lora", compute_dtype="float32", rank=8, alpha=16, scaling="fixed", reference_rank=16,
                   dropout=0.0, target_modules=["q_proj"], lr=1e-3, epochs=1, batch_size=2, grad_accum=1,
-                  max_length=16, warmup_ratio=0.1, weight_decay=0.0, packing=False, log_every=10, seed=0,
+                  max_length=16, warmup_ratio=0.1, weight_decay=0.0, packing=False, gradient_checkpointing="auto", log_every=10, seed=0,
                   items=None, trust_remote_code=False)
     return TrainSettings(**{**values, **overrides})
 
@@ -121,3 +121,44 @@ def test_training_texts_take_the_first_items_with_titles():
     records = [{"title": f"T{i}", "text": f"text {i}"} for i in range(5)] + [{"title": "E", "text": " "}]
     assert training_texts(records, 2) == ["T0\n\ntext 0", "T1\n\ntext 1"]
     assert len(training_texts(records, None)) == 5  # empty texts are skipped
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A randomly initialised model of Qwen3's architecture (untied lm_head, as Qwen3-8B), in bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    config = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, vocab_size=len(WORDS) + 64, tie_word_embeddings=False,
+                         max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    path = tmp_path_factory.mktemp("tiny-qwen3")
+    model.save_pretrained(path)
+    return path
+
+
+def test_qlora_keeps_the_base_in_its_dtype_and_checkpoints_activations(tiny_model_dir):
+    """Old: peft's prepare_model_for_kbit_training upcast the embeddings and the untied lm_head to fp32 (5 GB on
+    Qwen3-8B, and fp32 logits), and gradient checkpointing was off: an 8B model at 4 x 2048 tokens ran out of
+    memory. A training step must still reach the adapter."""
+    import torch
+
+    from lorapress.train import add_adapter, load_model
+
+    s = settings(method="qlora", compute_dtype="bfloat16", target_modules=["q_proj", "v_proj"])
+    assert s.checkpointing and not settings(method="lora").checkpointing
+    assert settings(method="lora", gradient_checkpointing="on").checkpointing
+    model, _ = load_model(str(tiny_model_dir), s)
+    model = add_adapter(model, s)
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert base.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert base.is_gradient_checkpointing
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    model.train()
+    ids = torch.randint(0, len(WORDS), (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

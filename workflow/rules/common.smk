@@ -13,7 +13,7 @@ from lorapress import SUMMARY_LEVELS, VARIANTS
 from lorapress.config import ConfigError, check_schema, check_semantics, resolve
 from lorapress.experiments import eval_chunks, experiment_runs
 from lorapress.fingerprint import code_fingerprint
-from lorapress.model import builtin_name
+from lorapress.model import builtin_name, hub_dir_name, is_hub_id, is_pinned
 
 min_version("9.0")
 
@@ -32,10 +32,16 @@ logger.info(
 
 DATASETS = sorted(config["datasets"])
 VARIANTS_USED = config["compression"]["variants"]
+CPU_VARIANTS = [v for v in VARIANTS_USED if v not in SUMMARY_LEVELS]  # no model writes them: CPU jobs
+LEVEL_PATTERN = "|".join(SUMMARY_LEVELS)
 SHARDS = config["compression"]["shards"]
 UNSHARDED = [d for d in DATASETS if SHARDS.get(d, 1) == 1]
 SHARDED = [d for d in DATASETS if d not in UNSHARDED]
 RES = config["resources"]
+# what an engine job runs with (speed and memory, never what it generates: resources, not params)
+VLLM_GPU_UTIL = str(config["generation"]["gpu_memory_utilization"])
+# the vLLM build of the engine rules' conda environment: CUDA where jobs get GPUs
+GENERATE_ENV = "../../envs/generate-cuda.yaml" if RES["gpu"] > 0 else "../../envs/generate.yaml"
 # The library code each stage runs: a param of its rule, so editing the code reruns the stage.
 RULE_STAGES = (
     "model",
@@ -71,19 +77,31 @@ def as_json(obj):
 
 # ---------------------------------------------------------------- model and engines
 BUILTIN_MODEL = builtin_name(config["model"]["base"])
+# a hub model is fetched once (rule fetch_model) into a directory named by its revision
+HUB_MODEL_DIR = (
+    hub_dir_name(config["model"]["base"], config["model"]["revision"]) if is_hub_id(config["model"]["base"]) else None
+)
+if HUB_MODEL_DIR and not is_pinned(config["model"]["revision"]):
+    logger.warning(
+        f"lorapress: model.revision is {config['model']['revision'] or 'unset'}: {config['model']['base']} is "
+        "fetched at whatever its branch points to then; pin the commit that `lorapress model` logs"
+    )
 
 
 def base_model():
-    """What engines and trainers load: the converted builtin, a directory or a hub id."""
+    """What engines and trainers load: always a local directory (the converted builtin, a fetched hub model,
+    or the user's own)."""
     if BUILTIN_MODEL:
         return f"resources/models/{BUILTIN_MODEL}"
+    if HUB_MODEL_DIR:
+        return f"resources/models/{HUB_MODEL_DIR}"
     return config["model"]["base"]
 
 
 def base_model_input():
-    """The model as a file dependency (a hub id is no file: nothing to wait for)."""
+    """The model directory as a file dependency: every job that loads it waits for it."""
     path = base_model()
-    return [path] if BUILTIN_MODEL or os.path.isdir(path) else []
+    return [path] if BUILTIN_MODEL or HUB_MODEL_DIR or os.path.isdir(path) else []
 
 
 def model_arg(wildcards, input):
@@ -301,9 +319,9 @@ def benchmark_files():
     exactly these, so files of runs no longer in the config never reach it."""
     files = [("model", BUILTIN_MODEL, f"results/benchmarks/model/{BUILTIN_MODEL}.tsv")] if BUILTIN_MODEL else []
     for v in VARIANTS_USED:
-        if UNSHARDED:
+        if UNSHARDED or v in CPU_VARIANTS:
             files.append(("compress", v, f"results/benchmarks/compress/{v}.tsv"))
-        for d in DATASETS:
+        for d in DATASETS if v not in CPU_VARIANTS else []:
             for k in range(SHARDS.get(d, 1) if d not in UNSHARDED else 0):
                 n = SHARDS[d]
                 files.append(("compress", f"{d}/{v}.{k}-of-{n}", f"results/benchmarks/compress/{d}/{v}.{k}-of-{n}.tsv"))

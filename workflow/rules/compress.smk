@@ -1,7 +1,32 @@
-# Stage compress: one job per variant covering every unsharded dataset with one engine start
-# (the expensive part on CPU); a dataset listed in compression.shards is split into that many
-# jobs per variant, gathered into the same file. A level's params hold only its own prompt and
-# target, so editing one level reruns only that level.
+# Stage compress. Variants a model writes (the summary levels) run on a GPU: one job per level covering
+# every unsharded dataset with one engine start (the expensive part); a dataset listed in
+# compression.shards is split into that many jobs per level, gathered into the same file. Variants no
+# model writes (original_text, ext) are CPU work: one job each for every dataset, asking for no GPU.
+# A variant's params hold only its own settings, so editing one level reruns only that level.
+
+
+rule compress_cpu:
+    input:
+        docs=dataset_files("results/data/{dataset}/docs.jsonl"),
+    output:
+        variant=dataset_files("results/compressed/{dataset}/{{variant}}.jsonl"),
+        meta=dataset_files("results/compressed/{dataset}/{{variant}}.meta.json"),
+    log:
+        "logs/compress/{variant}.log",
+    benchmark:
+        "results/benchmarks/compress/{variant}.tsv"
+    wildcard_constraints:
+        variant="|".join(CPU_VARIANTS) or "^$",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=RES["light_mem_mb"],
+    params:
+        settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
+        code=CODE["compress"],
+    shell:
+        "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
+        " --out {output.variant} --meta {output.meta} --settings {params.settings:q} > {log} 2>&1"
 
 
 if UNSHARDED:
@@ -17,18 +42,18 @@ if UNSHARDED:
             "logs/compress/{variant}.log",
         benchmark:
             "results/benchmarks/compress/{variant}.tsv"
+        wildcard_constraints:
+            variant=LEVEL_PATTERN,
         conda:
-            "../../envs/generate.yaml"
+            GENERATE_ENV
         threads: RES["threads"]
         resources:
-            mem_mb=lambda wildcards: (
-                RES["generate_mem_mb"] if wildcards.variant in SUMMARY_LEVELS else RES["light_mem_mb"]
-            ),
+            mem_mb=RES["generate_mem_mb"],
             runtime=RES["runtime_min"],
-            gpu=lambda wildcards: RES["gpu"] if wildcards.variant in SUMMARY_LEVELS else 0,
-            cpu_slots=lambda wildcards: 1 if wildcards.variant in SUMMARY_LEVELS else 0,
+            gpu=RES["gpu"],
             vllm_kv_gib=config["generation"]["kv_cache_gib"],
             vllm_bind=RES["vllm_cpu_threads_bind"],
+            vllm_gpu_util=VLLM_GPU_UTIL,
         params:
             settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
             engine=compress_engine,
@@ -38,7 +63,8 @@ if UNSHARDED:
             "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
             " --out {output.variant} --meta {output.meta} --settings {params.settings:q}"
             " --model={params.model:q} --engine {params.engine:q}"
-            " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind} > {log} 2>&1"
+            " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
+            " --gpu-memory-utilization {resources.vllm_gpu_util} > {log} 2>&1"
 
 
 if SHARDED:
@@ -54,18 +80,18 @@ if SHARDED:
             "logs/compress/{dataset}/{variant}.{shard}-of-{shards}.log",
         benchmark:
             "results/benchmarks/compress/{dataset}/{variant}.{shard}-of-{shards}.tsv"
+        wildcard_constraints:
+            variant=LEVEL_PATTERN,
         conda:
-            "../../envs/generate.yaml"
+            GENERATE_ENV
         threads: RES["threads"]
         resources:
-            mem_mb=lambda wildcards: (
-                RES["generate_mem_mb"] if wildcards.variant in SUMMARY_LEVELS else RES["light_mem_mb"]
-            ),
+            mem_mb=RES["generate_mem_mb"],
             runtime=RES["runtime_min"],
-            gpu=lambda wildcards: RES["gpu"] if wildcards.variant in SUMMARY_LEVELS else 0,
-            cpu_slots=lambda wildcards: 1 if wildcards.variant in SUMMARY_LEVELS else 0,
+            gpu=RES["gpu"],
             vllm_kv_gib=config["generation"]["kv_cache_gib"],
             vllm_bind=RES["vllm_cpu_threads_bind"],
+            vllm_gpu_util=VLLM_GPU_UTIL,
         params:
             settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
             engine=compress_engine,
@@ -75,7 +101,8 @@ if SHARDED:
             "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
             " --out {output.variant} --meta {output.meta} --shard {wildcards.shard} {wildcards.shards}"
             " --settings {params.settings:q} --model={params.model:q} --engine {params.engine:q}"
-            " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind} > {log} 2>&1"
+            " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
+            " --gpu-memory-utilization {resources.vllm_gpu_util} > {log} 2>&1"
 
     rule gather_shards:
         input:
@@ -88,6 +115,7 @@ if SHARDED:
             "logs/compress/{dataset}/{variant}.gather.log",
         wildcard_constraints:
             dataset="|".join(SHARDED),
+            variant=LEVEL_PATTERN,
         conda:
             "../../envs/data.yaml"
         resources:

@@ -16,15 +16,15 @@ rule decompose:
     benchmark:
         "results/benchmarks/decompose/{variant}.tsv"
     conda:
-        "../../envs/generate.yaml"
+        GENERATE_ENV
     threads: RES["threads"]
     resources:
         mem_mb=RES["generate_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
         vllm_bind=RES["vllm_cpu_threads_bind"],
+        vllm_gpu_util=VLLM_GPU_UTIL,
     params:
         datasets=lambda wildcards, input, output: " ".join(
             f"--dataset {d} {q} {c} {r} {m}"
@@ -37,4 +37,5 @@ rule decompose:
     shell:
         "lorapress decompose {params.datasets} --model {params.model:q} --settings {params.settings:q}"
         " --engine {params.engine:q} --threads {threads} --kv-cache-gib {resources.vllm_kv_gib}"
-        " --cpu-bind {resources.vllm_bind} > {log} 2>&1"
+        " --cpu-bind {resources.vllm_bind}"
+        " --gpu-memory-utilization {resources.vllm_gpu_util} > {log} 2>&1"

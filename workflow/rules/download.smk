@@ -1,5 +1,10 @@
 # Stage download: fetch a dataset that has an official public source (network needed).
 # Only datasets with a `download:` entry have a job here; the others must exist at their path.
+# A local rule: it runs where Snakemake runs (a cluster's login node has the network).
+
+
+localrules:
+    download_dataset,
 
 
 rule download_dataset:

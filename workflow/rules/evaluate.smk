@@ -17,15 +17,15 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{chunk}.tsv"
     conda:
-        "../../envs/generate.yaml"
+        GENERATE_ENV
     threads: RES["threads"]
     resources:
         mem_mb=RES["generate_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
         vllm_bind=RES["vllm_cpu_threads_bind"],
+        vllm_gpu_util=VLLM_GPU_UTIL,
     params:
         runs=chunk_runs_json,
         settings=answer_settings(),
@@ -37,7 +37,7 @@ rule evaluate:
         "lorapress evaluate --model {params.model:q} --qa {input.qa} {params.control}"
         " --runs {params.runs:q} --settings {params.settings:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
-        " --out {output.answers} --meta {output.meta} > {log} 2>&1"
+        " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.answers} --meta {output.meta} > {log} 2>&1"
 
 
 rule judge:
@@ -52,15 +52,15 @@ rule judge:
     benchmark:
         "results/benchmarks/judge/{dataset}/{chunk}.tsv"
     conda:
-        "../../envs/generate.yaml"
+        GENERATE_ENV
     threads: RES["threads"]
     resources:
         mem_mb=RES["generate_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
         vllm_bind=RES["vllm_cpu_threads_bind"],
+        vllm_gpu_util=VLLM_GPU_UTIL,
     params:
         judge=judge_settings(),
         # derived from input, so not a rerun trigger: renaming the variable changes no verdict
@@ -72,7 +72,7 @@ rule judge:
         "lorapress judge --answers {input.answers} --judge {params.judge:q} --key-env {params.key_env}"
         " --model {params.model:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
-        " --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
+        " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
 
 
 rule judge_controls:
@@ -85,15 +85,15 @@ rule judge_controls:
     log:
         "logs/judge/{dataset}/controls.log",
     conda:
-        "../../envs/generate.yaml"
+        GENERATE_ENV
     threads: RES["threads"]
     resources:
         mem_mb=RES["generate_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        cpu_slots=1,
         vllm_kv_gib=config["generation"]["kv_cache_gib"],
         vllm_bind=RES["vllm_cpu_threads_bind"],
+        vllm_gpu_util=VLLM_GPU_UTIL,
     params:
         judge=judge_settings(),
         key_env=lambda wildcards, input: config["judge"]["api_key_env"],
@@ -104,4 +104,4 @@ rule judge_controls:
         "lorapress judge --controls {input.qa} --judge {params.judge:q} --key-env {params.key_env}"
         " --model {params.model:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
-        " --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
+        " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.verdicts} --meta {output.meta} > {log} 2>&1"

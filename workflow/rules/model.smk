@@ -1,4 +1,11 @@
-# Stage model: convert the embedded GGUF once into a Hugging Face directory.
+# Stage model: the base model as a local directory, made once where Snakemake runs (local rules: on a
+# cluster the login node, which has the network compute nodes often lack); every other job loads it
+# offline. The embedded GGUF is converted; a hub model is fetched at model.revision.
+
+
+localrules:
+    convert_model,
+    fetch_model,
 
 
 rule convert_model:
@@ -8,6 +15,8 @@ rule convert_model:
         "logs/model/{builtin}.log",
     benchmark:
         "results/benchmarks/model/{builtin}.tsv"
+    wildcard_constraints:
+        builtin=BUILTIN_MODEL or "^$",
     conda:
         "../../envs/train.yaml"
     threads: 1
@@ -19,3 +28,22 @@ rule convert_model:
         code=CODE["model"],
     shell:
         "lorapress model --base {params.base} --out {output} > {log} 2>&1"
+
+
+rule fetch_model:
+    output:
+        directory("resources/models/{hub}"),
+    log:
+        "logs/model/{hub}.log",
+    wildcard_constraints:
+        hub=HUB_MODEL_DIR or "^$",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=RES["light_mem_mb"],
+    params:
+        hub=config["model"]["base"],
+        revision=config["model"]["revision"] or "main",
+        code=CODE["model"],
+    shell:
+        "lorapress model --hub {params.hub} --revision {params.revision} --out {output} > {log} 2>&1"

@@ -19,7 +19,6 @@ rule train:
         mem_mb=RES["train_mem_mb"],
         runtime=RES["runtime_min"],
         gpu=RES["gpu"],
-        cpu_slots=1,
     params:
         settings=train_settings,
         model=model_arg,

@@ -1,0 +1,178 @@
+"""The cluster rehearsal: the README's SLURM command, run from the repository root, through a real SLURM.
+
+scripts/slurm/start_slurm.sh starts a single-node SLURM (slurmctld, slurmd, munge, slurmdbd with a private
+MariaDB) on loopback whose node looks like a cluster's GPU node: partitions `cpu` and `gpu`, two GPUs as
+GRES (fake device files: nothing computes on them, SLURM only counts them), 16 CPUs and 256 GB as
+configured. The command is the README's, `snakemake --configfile config/paper.yaml --profile profiles/slurm
+results/report.html`, plus tests/configs/rehearsal.yaml, which swaps only what this CPU machine forces (the
+embedded model, float32, tiny data at paper.yaml's own paths, an offline judge): every profile loads as it
+does for a user (profiles/default included), and every rule kind and experiment of the paper runs.
+
+For every job of the DAG it asserts: it completed through sbatch (sacct); its sbatch and srun arguments are
+the profile's for its rule (partition, memory, CPUs, GPUs, run time, no --ntasks-per-gpu); a GPU job sees
+exactly one card and a job that needs none sees none; model conversion ran where Snakemake runs. And the
+report is written. This SLURM (22.05) does not fail on --ntasks-per-gpu beside --cpus-per-task as newer ones
+do (plugin #342, #373), so the arguments are asserted, not waited for. `sbatch` and `srun` are the real ones,
+behind a shim on PATH that records their arguments (and the cards a job step sees) before calling them.
+
+Needs root (as in CI); skipped otherwise.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from test_cluster_profile import GPU_RULES, repository_copy
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
+
+SLURM_DIR = "/tmp/lorapress-slurm"
+CONTROL_QUESTIONS = 2
+# the real binaries behind a recording shim; the job's environment (sbatch --export=ALL) keeps the shim first
+SHIM = """#!/usr/bin/env bash
+{record}
+exec {real} "$@"
+"""
+RECORD_SBATCH = 'printf "%s\\n" "$@" > "$REHEARSAL_RECORD/sbatch.$$.$RANDOM.argv"'
+RECORD_SRUN = ('{ printf "%s\\n" "$@"; echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"; } '
+               '> "$REHEARSAL_RECORD/srun.${SLURM_JOB_ID:-none}.argv"')
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if os.geteuid() != 0:
+        pytest.skip("a local SLURM needs root (CI runs as root)")
+    env = {**os.environ, "SLURM_CI_DIR": SLURM_DIR}
+    started = subprocess.run(["bash", str(REPO / "scripts/slurm/start_slurm.sh")], env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    print(started.stdout[-1500:])
+    yield
+    stopped = subprocess.run(["bash", str(REPO / "scripts/slurm/stop_slurm.sh")], env=env, capture_output=True,
+                             text=True, timeout=300)
+    print(stopped.stdout[-1500:])
+
+
+def argv_value(argv: list[str], flag: str) -> str | None:
+    """`--flag value`, `--flag=value` or `-f value` in an argument list."""
+    for k, arg in enumerate(argv):
+        if arg == flag and k + 1 < len(argv):
+            return argv[k + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+@pytest.fixture(scope="module")
+def rehearsal(slurm, tmp_path_factory):
+    root = repository_copy(tmp_path_factory.mktemp("repo"))
+    # tiny data where config/paper.yaml expects the real files (no download: the file is there)
+    shutil.copy(root / "data/wiki/sample.jsonl", root / "data/paper/wiki.jsonl")
+    lme = root / "resources/datasets/longmemeval/longmemeval_s_cleaned.json"
+    lme.parent.mkdir(parents=True)
+    shutil.copy(root / "data/longmemeval/sample.json", lme)
+    control = root / "data/control/general.jsonl"  # answered by every run: a few questions suffice
+    control.write_text("".join(control.read_text().splitlines(keepends=True)[:CONTROL_QUESTIONS]))
+
+    shims, record = tmp_path_factory.mktemp("shims"), tmp_path_factory.mktemp("record")
+    for name, line in (("sbatch", RECORD_SBATCH), ("srun", RECORD_SRUN)):
+        (shims / name).write_text(SHIM.format(record=line, real=shutil.which(name)))
+        (shims / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "REHEARSAL_RECORD": str(record)}
+    for var in [v for v in env if v.startswith(("SLURM_", "SBATCH_", "SRUN_"))]:
+        del env[var]
+    # the README's command, from the repository root, with the rehearsal's swaps on top of the paper config;
+    # one flag more, speed only: the first status check of each wave of jobs after 5 s, not the profile's 40
+    command = [sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml", "tests/configs/rehearsal.yaml",
+               "--profile", "profiles/slurm", "results/report.html", "--slurm-init-seconds-before-status-checks", "5"]
+    started = time.time()
+    out = subprocess.run(["timeout", "2400", *command], cwd=root, env=env, capture_output=True, text=True)
+    seconds = time.time() - started
+    print(f"rehearsal: {seconds:.0f} s")
+    if out.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((root / "logs").rglob("*.log")))
+        slurm_logs = "\n".join(f"== {p}\n{p.read_text()[-1500:]}"
+                               for p in sorted((root / ".snakemake/slurm_logs").rglob("*.log")))
+        pytest.fail(f"rehearsal failed:\n{out.stderr[-6000:]}\n{logs[-8000:]}\n{slurm_logs[-6000:]}")
+    return root, record, out.stdout + out.stderr, seconds
+
+
+def submitted_jobs(record: Path) -> dict[str, dict]:
+    """SLURM job id -> {rule, sbatch argv, srun argv, cards the job step saw}."""
+    jobs = {}
+    ids = {}
+    for path in record.glob("sbatch.*.argv"):
+        argv = path.read_text().splitlines()
+        comment = argv_value(argv, "--comment")
+        ids[comment] = argv
+    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-3hours", "-o", "JobID,JobName,Comment,State"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    for line in sacct:
+        job_id, name, comment, state = line.split("|")[:4]
+        jobs[job_id] = {"name": name, "comment": comment, "state": state}
+    out = {}
+    for path in record.glob("srun.*.argv"):
+        job_id = path.name.split(".")[1]
+        lines = path.read_text().splitlines()
+        out[job_id] = {"srun": lines[:-1], "cards": lines[-1].split("=", 1)[1]}
+    return ids, jobs, out
+
+
+def test_every_job_ran_through_sbatch_with_its_profiles_resources(rehearsal):
+    root, record, log, _ = rehearsal
+    profile = yaml.safe_load((root / "profiles/slurm/config.yaml").read_text())
+    default, per_rule = profile["default-resources"], profile["set-resources"]
+    by_comment, _, steps = submitted_jobs(record)
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
+    ran = re.findall(r"\n(?:local)?rule (\w+):", log)
+    remote = [r for r in ran if r not in ("all", "convert_model")]
+    assert len(by_comment) == len(remote) == len(submitted), (len(by_comment), len(remote), len(submitted))
+    assert "convert_model" in ran and not [c for c in by_comment if c.startswith("rule_convert_model")]
+    rules = set()
+    for comment, sbatch in by_comment.items():
+        rule = comment.removeprefix("rule_").split("_wildcards_")[0]
+        rules.add(rule)
+        wanted = {**default, **per_rule.get(rule, {})}
+        assert argv_value(sbatch, "-p") == wanted["slurm_partition"], (rule, sbatch)
+        assert argv_value(sbatch, "-t") == str(wanted["runtime"]), (rule, sbatch)
+        if "mem_mb" in per_rule.get(rule, {}):
+            assert argv_value(sbatch, "--mem") == str(wanted["mem_mb"]), (rule, sbatch)
+        assert f"--cpus-per-task={wanted['cpus_per_task']}" in sbatch, (rule, sbatch)
+        assert not [a for a in sbatch if a.startswith("--ntasks-per-gpu")], (rule, sbatch)
+        assert ("--gpus=1" in sbatch) == (rule in GPU_RULES), (rule, sbatch)
+    assert rules >= GPU_RULES | {"prepare", "compress_cpu", "gather_shards", "stats", "aggregate", "report"}, rules
+    # every job step: the profile's CPUs and GPUs, no --ntasks-per-gpu, and the cards it saw
+    assert len(steps) == len(by_comment)
+    for job_id, step in steps.items():
+        options = [a for a in step["srun"] if a.startswith("-")]
+        assert not [a for a in options if a.startswith("--ntasks-per-gpu")], step
+        if "--gpus=1" in options:
+            assert step["cards"] not in ("unset", "") and "," not in step["cards"], step  # one card of its own
+        else:
+            assert step["cards"] in ("unset", ""), step  # a job that needs no GPU holds none
+
+
+def test_every_job_completed_and_the_report_is_written(rehearsal):
+    root, record, log, seconds = rehearsal
+    by_comment, jobs, _ = submitted_jobs(record)
+    ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
+    assert ids and all(jobs[i]["state"] == "COMPLETED" for i in ids), {i: jobs.get(i) for i in ids}
+    assert (root / "results/report.html").stat().st_size > 10_000
+    table = pd.read_csv(root / "results/tables/compression_wiki.csv")
+    assert {"baseline", "original_text", "summ_l5_extreme", "ext"} <= set(table["condition"])
+    for dataset in ("wiki", "longmemeval"):
+        assert (root / f"results/tables/capacity_{dataset}.csv").exists()
+        assert (root / f"results/tables/rank_compression_{dataset}.csv").exists()
+    # sharded levels were gathered into the file one job writes
+    assert len(list((root / "results/compressed/longmemeval/shards").glob("summ_l5_extreme.*-of-8.jsonl"))) == 8
+    print(f"rehearsal wall time: {seconds:.0f} s, {len(ids)} SLURM jobs")
