@@ -354,3 +354,82 @@ def test_cases_graded_by_a_real_judge():
     replies = judge.generate([[{"role": "user", "content": new_prompt(c)}] for c in CASES], max_tokens=10)
     got = {c["id"]: "yes" if official_verdict(r.text) else "no" for c, r in zip(CASES, replies)}
     assert got == {c["id"]: c["official"] for c in CASES}
+
+
+# ---------------------------------------------------------------- the report names the judge
+def test_the_report_names_the_judge_and_labels_a_self_judge_everywhere():
+    from lorapress import report
+
+    scores = pd.DataFrame([{"dataset": "lme", "experiment": "compression", "condition": "baseline", "rank": 0,
+                            "items": 0, "seed": 0, "metric": m, "value": v, "n": 3}
+                           for m, v in (("judge_accuracy", 50.0), ("judge_accuracy[multi-session]", 50.0),
+                                        ("judge_task_avg_accuracy", float("nan")), ("judge_unparsed_pct", 0.0))])
+    note = task_average_note(["multi-session"])
+    self_judge = {"model": "base", "self_judge": True, "templates_sha256": None,
+                  "criteria": "lorapress wording, official meaning"}
+    summary = {"datasets": {"lme": {"judge": self_judge, "task_average": note}}}
+    try:
+        report.mark_judge(summary)
+        page = report.judge_section(scores, summary)
+        assert report.label("judge_accuracy").endswith("[self-judge]") and report.label("f1") == "token F1 (0-100)"
+        assert "Graded by self-judge (base: the model under test grades its own answers)" in page
+        assert "<td>self-judge</td>" in page and "judge_task_avg_accuracy" in page
+        assert "not available: single-session-user" in page
+        other = {"datasets": {"lme": {"judge": {**self_judge, "model": "openai:gpt-4o-2024-08-06",
+                                                "self_judge": False, "templates_sha256": "0" * 64}}}}
+        report.mark_judge(other)
+        page = report.judge_section(scores, other)
+        assert "self-judge" not in page and "not the model under test" in page and "templates as written" in page
+        assert "[self-judge]" not in report.label("judge_accuracy")
+    finally:
+        report.mark_judge({})
+
+
+# ---------------------------------------------------------------- the judge command: templates and provenance
+class Replying:
+    """An unconstrained judge that answers a fixed free-text reply and records the prompts it saw."""
+
+    def __init__(self, reply):
+        self.reply, self.prompts = reply, []
+
+    def generate(self, conversations, *, max_tokens):
+        from lorapress.engine import Generation
+
+        self.prompts += [c[0]["content"] for c in conversations]
+        return [Generation(self.reply, "stop", 3) for _ in conversations]
+
+    def close(self):
+        pass
+
+
+def test_the_judge_command_uses_the_templates_and_records_their_hash(tmp_path, monkeypatch):
+    from lorapress import judge as judge_module
+
+    templates = tmp_path / "templates.yaml"
+    templates.write_text("default: 'Q={question} A={answer} R={response} ok?'\nabstention: 'ABS {question} {answer} {response}'\n")
+    sha = hashlib.sha256(templates.read_bytes()).hexdigest()
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"run_id": "baseline", "question_set": "dataset", "question_id": "q1",
+                                   "question": "Where?", "reference": "Paris", "prediction": "Paris, or Lyon",
+                                   "question_type": "multi-session", "abstention": False}) + "\n")
+    fake = Replying("Yes, it is correct.")
+    monkeypatch.setattr(judge_module, "open_judge", lambda *a, **k: fake)
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "1"))  # main() sets them: restored after the test
+    settings = {"model": "openai:gpt-4o-2024-08-06", "base_url": "https://api.openai.com/v1", "constrained": False,
+                "max_tokens": 10, "templates": str(templates), "templates_sha256": sha}
+    engine = {"dtype": "float32", "backend": "transformers", "model_config": {"max_model_len": 512,
+              "trust_remote_code": False, "chat_template_kwargs": {}}, "generation": {"seed": 0, "max_num_seqs": 4}}
+    args = ["--answers", str(answers), "--judge", json.dumps(settings), "--model", "resources/models/x",
+            "--base-id", "Qwen/Qwen3-8B", "--engine", json.dumps(engine), "--out", str(tmp_path / "v.jsonl"),
+            "--meta", str(tmp_path / "v.meta.json")]
+    judge_module.main(args)
+    assert fake.prompts == ["Q=Where? A=Paris R=Paris, or Lyon ok?"]
+    verdict = json.loads((tmp_path / "v.jsonl").read_text())
+    assert verdict["judge_correct"] == 1 and not verdict["judge_unparsed"]  # the official rule reads this as yes
+    meta = json.loads((tmp_path / "v.meta.json").read_text())
+    assert meta["judge"] == {"model": "openai:gpt-4o-2024-08-06", "self_judge": False, "templates_sha256": sha,
+                             "criteria": "verbatim templates"}
+    templates.write_text(templates.read_text() + "# edited\n")
+    with pytest.raises(StageError, match="templates.yaml: sha256 .* differs from the planned"):
+        judge_module.main(args)
