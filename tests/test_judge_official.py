@@ -433,3 +433,17 @@ def test_the_judge_command_uses_the_templates_and_records_their_hash(tmp_path, m
     templates.write_text(templates.read_text() + "# edited\n")
     with pytest.raises(StageError, match="templates.yaml: sha256 .* differs from the planned"):
         judge_module.main(args)
+
+
+def test_an_unparsed_control_verdict_is_never_right():
+    from lorapress.diagnostics import control_outcomes
+
+    verdicts = pd.DataFrame([
+        {"question_id": "a", "question_type": "multi-session", "control": "reference", "judge_correct": 1,
+         "judge_unparsed": False},
+        {"question_id": "a", "question_type": "multi-session", "control": "wrong", "judge_correct": 0,
+         "judge_unparsed": True},  # read as no, it would have 'rejected' the wrong answer
+        {"question_id": "w", "question_type": "wiki", "control": "wrong", "judge_score": None, "judge_unparsed": True},
+    ])
+    out = control_outcomes(verdicts)
+    assert out["right"].tolist() == [1.0, 0.0, 0.0] and out["unparsed"].tolist() == [False, True, True]
