@@ -447,3 +447,11 @@ def test_an_unparsed_control_verdict_is_never_right():
     ])
     out = control_outcomes(verdicts)
     assert out["right"].tolist() == [1.0, 0.0, 0.0] and out["unparsed"].tolist() == [False, True, True]
+
+
+def test_the_answers_table_says_who_graded():
+    from lorapress import report
+
+    summary = {"datasets": {"lme": {"metrics": [], "judge": {"model": "base", "self_judge": True,
+                                                              "templates_sha256": None}}}}
+    assert "graded by self-judge (base)" in report.answers_section(summary)

@@ -106,6 +106,10 @@ def label(metric: str) -> str:
     return text + _JUDGE_TAG["tag"] if metric.startswith("judge") else text
 
 
+def judge_short(judge: dict) -> str:
+    return f"self-judge ({judge['model']})" if judge["self_judge"] else judge["model"]
+
+
 def judge_description(judge: dict | None) -> str:
     """Which judge graded, in words: 'self-judge (base: the model under test)' or the judge and its criteria."""
     if not judge:
@@ -167,6 +171,7 @@ def answers_section(summary: dict) -> str:
             f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers agree through "
             f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))} "
             f"({check.get('identical', 0)} identical, the rest parting at a near-tie); "
+            + (f"graded by {html.escape(judge_short(s.get('judge')))}; " if s.get("judge") else "")
             + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
