@@ -34,19 +34,20 @@ def test_judge_score_is_parsed_strictly(reply, score):
 
 
 @pytest.mark.parametrize("reply, verdict", [
-    ("yes", 1), ("Yes.", 1), ("no", 0), ("NO", 0), ("maybe", None), ("yes and no", None), ("", None),
+    ("yes", 1), ("Yes.", 1), ("no", 0), ("NO", 0), ("maybe", None), ("yes and no", 1), ("", None),
 ])
-def test_judge_verdict_is_parsed_strictly(reply, verdict):
+def test_judge_verdict_is_read_by_the_official_rule(reply, verdict):
+    # "yes" anywhere = yes (LongMemEval's evaluate_qa.py); None = neither yes nor no (counted, and wrong)
     assert parse_verdict(reply) == verdict
 
 
 def test_longmemeval_prompts_differ_by_type():
     args = ("Q?", "A", "P")
     temporal = longmemeval_prompt("temporal-reasoning", False, *args)
-    assert "off by one" in temporal
+    assert "off-by-one" in temporal
     assert "updated" in longmemeval_prompt("knowledge-update", False, *args)
     assert "rubric" in longmemeval_prompt("single-session-preference", False, *args)
-    assert "not available" in longmemeval_prompt("multi-session", True, *args)
+    assert "unanswerable" in longmemeval_prompt("multi-session", True, *args)
     assert "(no answer)" in wiki_prompt("Q?", "A", "")
 
 
@@ -60,8 +61,9 @@ def test_verdicts_carry_the_argmax_and_the_probability_weighted_score():
     wiki = verdict_fields("wiki", "4", {"1": 0.1, "2": 0.0, "3": 0.2, "4": 0.5, "5": 0.2})
     assert wiki["judge_score"] == 4 and wiki["judge_expected"] == pytest.approx(0.1 + 0.6 + 2.0 + 1.0)
     lme = verdict_fields("temporal-reasoning", "no", {"yes": 0.3, "no": 0.7})
-    assert lme == {"judge_correct": 0, "judge_p_yes": 0.3}
-    assert verdict_fields("wiki", "four", None) == {"judge_score": None, "judge_expected": None}  # unparsed
+    assert lme == {"judge_correct": 0, "judge_p_yes": 0.3, "judge_unparsed": False}
+    assert verdict_fields("wiki", "four", None) == {"judge_score": None, "judge_expected": None,
+                                                   "judge_unparsed": True}
 
 
 class Choosing:
@@ -70,7 +72,7 @@ class Choosing:
     def __init__(self, prefer):
         self.prefer, self.calls = prefer, []
 
-    def choose(self, conversations, choices, *, adapters=None, groups=None):
+    def choose(self, conversations, choices, *, adapters=None, groups=None, spellings=False):
         self.calls.append((len(conversations), tuple(choices), groups))
         return [{c: (0.9 if c == self.prefer(c, choices) else 0.1 / (len(choices) - 1)) for c in choices}
                 for _ in conversations]

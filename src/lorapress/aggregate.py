@@ -20,6 +20,7 @@ and rows repeating a setting within an experiment are its replicates.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import pandas as pd
 from . import BASELINE, ORIGINAL, VARIANTS
 from .diagnostics import judge_controls, run_diagnostics
 from .experiments import Run
+from .judge import LME_TYPES
 from .io import StageError, atomic_path, parse_json_arg, read_json, read_jsonl, write_json
 from .uncertainty import Bootstrap, argmax_interval, difference, estimate, holm, replicate_means
 
@@ -43,6 +45,7 @@ KNOWN_METRICS = (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, "truncated",
 # Names that stand for the judge's metric of each dataset: the rubric for wiki, the verdict elsewhere.
 ALIASES = {"judge": ("judge_score", "judge_accuracy"), "judge_weighted": ("judge_expected", "judge_p_yes")}
 METRIC_NAMES = (*KNOWN_METRICS, *ALIASES)
+UNPARSED = "judge_unparsed_pct"  # per question 0/100: the verdict had no readable reply
 SCORE_COLUMNS = ["dataset", "experiment", "condition", "rank", "items", "seed", "metric", "value", "n"]
 QUESTION_KEYS = ["dataset", "condition", "rank", "items", "seed", "question_set", "question_id", "question_type",
                  "abstention"]
@@ -56,14 +59,10 @@ def question_scores(answers: pd.DataFrame, verdicts: pd.DataFrame | None, datase
     records["answer_preferred"] = 100.0 * records["distractors_beaten"].astype(float)
     records["truncated"] = 100.0 * records["truncated"].astype(float)
     if verdicts is not None and len(verdicts):
-        v = verdicts.copy()
-        if "judge_correct" in v:
-            v["judge_accuracy"] = 100 * v["judge_correct"].astype(float)
-        if "judge_p_yes" in v:
-            v["judge_p_yes"] = 100 * v["judge_p_yes"].astype(float)
-        keep = ["run_id", "question_id"] + [m for m in JUDGE_METRICS if m in v]
+        v = judge_values(verdicts)
+        keep = ["run_id", "question_id"] + [m for m in (*JUDGE_METRICS, UNPARSED) if m in v]
         records = records.merge(v[keep], on=["run_id", "question_id"], how="left")
-    metrics = [m for m in (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, "truncated") if m in records]
+    metrics = [m for m in (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, UNPARSED, "truncated") if m in records]
     main = records[records["question_set"] == "dataset"]
     ids = ["run_id", "question_set", "question_id", "question_type", "abstention"]
     frames = [main.melt(id_vars=ids, value_vars=metrics, var_name="metric")]
@@ -77,30 +76,72 @@ def question_scores(answers: pd.DataFrame, verdicts: pd.DataFrame | None, datase
     return table.merge(fields, on="run_id")[[*QUESTION_KEYS, "run_id", "metric", "value"]]
 
 
+def judge_values(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Verdict records -> per-question judge values on 0-100, as LongMemEval counts them.
+
+    A yes/no verdict without a readable reply counts as wrong (0), as the official script counts every reply
+    without "yes"; `judge_unparsed_pct` (0 or 100 per question) keeps their share visible. A rubric score without
+    a reading stays missing (the 1-5 scale has no 'wrong' value) and is counted in the same share. Verdict files
+    written before `judge_unparsed` existed: a missing verdict is an unparsed one."""
+    v = verdicts.copy()
+    verdict = v["judge_correct"] if "judge_correct" in v else v.get("judge_score", pd.Series(np.nan, index=v.index))
+    unparsed = verdict.isna()
+    if "judge_unparsed" in v:
+        unparsed = v["judge_unparsed"].astype(object).where(v["judge_unparsed"].notna(), unparsed).astype(bool)
+    if "judge_correct" in v:
+        v["judge_accuracy"] = 100 * v["judge_correct"].astype(float).fillna(0.0)
+    if "judge_p_yes" in v:
+        v["judge_p_yes"] = 100 * v["judge_p_yes"].astype(float)
+    v[UNPARSED] = 100.0 * unparsed
+    return v
+
+
 def run_metrics(qs: pd.DataFrame) -> list[tuple[str, float, int]]:
     """(metric, value, n) of one run from its per-question scores; n counts scored questions."""
     rows = []
+    has_unparsed = UNPARSED in set(qs["metric"])
     for metric, part in qs.groupby("metric", sort=False):
         values = part["value"]
         rows.append((metric, values.mean(), int(values.notna().sum())))
-        if metric in ("judge_score", "judge_accuracy"):
-            rows.append(("judge_unparsed_pct", 100 * values.isna().mean(), len(values)))
+        if metric in ("judge_score", "judge_accuracy") and not has_unparsed:  # scores without the per-question flag
+            rows.append((UNPARSED, 100 * values.isna().mean(), len(values)))
         if metric == "judge_accuracy":
             rows += _longmemeval_accuracies(part)
     return rows
 
 
 def _longmemeval_accuracies(part: pd.DataFrame) -> list[tuple[str, float, int]]:
-    """As LongMemEval reports: per type, task-averaged (mean of the types), abstention."""
-    parsed = part.dropna(subset=["value"])
-    by_type = parsed.groupby("question_type")["value"].agg(["mean", "count"])
+    """As LongMemEval reports (print_qa_metrics.py): accuracy per type over every judged question, `_abs` ones
+    within their type; task-averaged = the mean of the six official types' accuracies, not available (NaN, n =
+    the types present) when one is missing; abstention accuracy over the abstention questions."""
+    judged = part.dropna(subset=["value"])
+    by_type = judged.groupby("question_type")["value"].agg(["mean", "count"])
     rows = [(f"judge_accuracy[{t}]", r["mean"], int(r["count"])) for t, r in by_type.iterrows()]
     if len(by_type):
-        rows.append(("judge_task_avg_accuracy", by_type["mean"].mean(), len(by_type)))
-    abstention = parsed[parsed["abstention"].astype(bool)]["value"]
+        present = [t for t in LME_TYPES if t in by_type.index]
+        task_avg = by_type.loc[list(LME_TYPES), "mean"].mean() if len(present) == len(LME_TYPES) else float("nan")
+        rows.append(("judge_task_avg_accuracy", task_avg, len(present)))
+    abstention = judged[judged["abstention"].astype(bool)]["value"]
     if len(abstention):
         rows.append(("judge_abstention_accuracy", abstention.mean(), len(abstention)))
     return rows
+
+
+def task_average_note(question_types) -> dict:
+    """Which official types a run has, and whether its task-averaged accuracy is available."""
+    present = [t for t in LME_TYPES if t in set(question_types)]
+    missing = [t for t in LME_TYPES if t not in present]
+    note = ("mean of the six official question types" if not missing else
+            f"not available: {', '.join(missing)} missing from this run; present: {', '.join(present) or 'none'}")
+    return {"available": not missing, "types_present": present, "types_missing": missing, "note": note}
+
+
+def judge_identity(metas: list[dict], dataset: str) -> dict | None:
+    """The one judge that graded a dataset (from its verdicts' provenance); None when no provenance says."""
+    identities = {json.dumps(m["judge"], sort_keys=True) for m in metas if m.get("judge")}
+    if len(identities) > 1:
+        raise StageError(f"{dataset}: verdicts graded by different judges ({sorted(identities)}); re-judge them")
+    return json.loads(identities.pop()) if identities else None
 
 
 def run_scores(qs: pd.DataFrame, dataset: str, experiments: list[tuple[str, str]]) -> pd.DataFrame:
@@ -637,7 +678,7 @@ def trr_by_variant(trr: pd.DataFrame | None, dataset: str) -> dict:
 
 def pipeline(inputs: dict, settings: Settings) -> dict:
     """The stage on this workflow's outputs. `inputs` (per dataset unless named): answers, answer_metas,
-    verdicts, judge_controls, decomposition (variant -> file), docs, experiments; trr (one file)."""
+    verdicts, verdict_metas, judge_controls, decomposition (variant -> file), docs, experiments; trr (one file)."""
     boot = settings.bootstrap
     trr = pd.read_csv(inputs["trr"]) if inputs.get("trr") else None
     out = {"question_scores": [], "scores": [], "runs": [], "tables": {}, "decomposition": {}, "summary": {}}
@@ -690,7 +731,10 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
         controls_file = inputs.get("judge_controls", {}).get(dataset)
         if controls_file:
             summary["judge_controls"] = judge_controls(pd.read_json(controls_file, lines=True), boot, dataset)
+        verdict_metas = [read_json(p) for p in inputs.get("verdict_metas", {}).get(dataset, [])]
+        summary["judge"] = judge_identity(verdict_metas, dataset)
         if summary["kind"] == "longmemeval":
+            summary["task_average"] = task_average_note(main["question_type"])
             summary["training_set"] = ("pooled: every question's haystack sessions form one training set (each "
                                        "session once, however many questions share it), so one adapter per "
                                        "condition holds every history; LongMemEval's own setting gives each "
@@ -759,6 +803,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     pipe.add_argument("--answers", **pair, help="an answers chunk (repeat)")
     pipe.add_argument("--answers-meta", **pair, help="an answers chunk's provenance (repeat)")
     pipe.add_argument("--verdicts", **pair, help="a judge verdicts chunk (repeat)")
+    pipe.add_argument("--verdicts-meta", **pair, help="a verdicts chunk's provenance: which judge graded (repeat)")
     pipe.add_argument("--judge-controls", **pair, help="the judge's control verdicts of a dataset")
     pipe.add_argument("--decomposition", nargs=3, action="append", metavar=("DATASET", "VARIANT", "FILE"),
                       help="a variant's fact survival and open-book records (repeat)")
@@ -802,7 +847,8 @@ def main(argv: list[str] | None = None) -> None:
     for dataset, variant, path in args.decomposition or []:
         decomposition.setdefault(dataset, {})[variant] = path
     inputs = {"answers": _pairs(args.answers), "answer_metas": _pairs(args.answers_meta),
-              "verdicts": _pairs(args.verdicts), "judge_controls": {d: p[0] for d, p in _pairs(args.judge_controls).items()},
+              "verdicts": _pairs(args.verdicts), "verdict_metas": _pairs(args.verdicts_meta),
+              "judge_controls": {d: p[0] for d, p in _pairs(args.judge_controls).items()},
               "decomposition": decomposition, "docs": {d: p[0] for d, p in _pairs(args.docs).items()},
               "experiments": args.experiments, "trr": args.trr}
     result = pipeline(inputs, settings)

@@ -48,7 +48,10 @@ def run_diagnostics(answers: pd.DataFrame, runs: list[dict], boot: Bootstrap, in
 
 
 def control_outcomes(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Per control verdict: the judge's value on a 0-1 'says correct' scale and whether it was right."""
+    """Per control verdict: the judge's value on a 0-1 'says correct' scale and whether it was right.
+
+    An unparsed verdict is never right (as LongMemEval counts it wrong), whichever control it was on: read as
+    'no' it would pass every known-wrong answer and flatter a judge that cannot answer."""
     out = verdicts.copy()
     rubric = out["question_type"].map(is_rubric)
     score = out.get("judge_score", pd.Series(np.nan, index=out.index))
@@ -56,8 +59,11 @@ def control_outcomes(verdicts: pd.DataFrame) -> pd.DataFrame:
     out["says_correct"] = np.where(rubric, (score - 1) / 4, correct)  # 1-5 -> 0-1; yes/no -> 1/0
     passed = np.where(rubric, score >= PASS_SCORE, correct == 1)
     rejected = np.where(rubric, score <= REJECT_SCORE, correct == 0)
-    parsed = np.where(rubric, score.notna(), correct.notna())
-    out["right"] = np.where(~parsed, np.nan, np.where(out["control"] == "reference", passed, rejected))
+    unparsed = np.where(rubric, score.isna(), correct.isna())
+    if "judge_unparsed" in out:
+        unparsed = out["judge_unparsed"].fillna(pd.Series(unparsed, index=out.index)).astype(bool).to_numpy()
+    out["unparsed"] = unparsed
+    out["right"] = np.where(unparsed, 0.0, np.where(out["control"] == "reference", passed, rejected).astype(float))
     return out
 
 
@@ -77,5 +83,5 @@ def judge_controls(verdicts: pd.DataFrame, boot: Bootstrap, dataset: str) -> dic
             "reference_pass_pct": 100 * float(np.nanmean(out.loc[out["control"] == "reference", "right"])),
             "wrong_rejected_pct": 100 * float(np.nanmean(out.loc[out["control"] == "wrong", "right"])),
             "discrimination": gap["diff"], "discrimination_ci_low": gap["ci_low"],
-            "discrimination_ci_high": gap["ci_high"], "unparsed_pct": 100 * float(out["right"].isna().mean()),
+            "discrimination_ci_high": gap["ci_high"], "unparsed_pct": 100 * float(out["unparsed"].mean()),
             "informative": informative}

@@ -3,8 +3,10 @@
 The API key is read from the environment variable the config names, at call time; it is
 never stored in settings, logs or outputs. Constrained verdicts use vLLM's structured
 outputs (`extra_body={"structured_outputs": {"choice": [...]}}`) with the first token's
-log-probabilities; an endpoint that ignores the constraint answers free text, which is
-parsed strictly by the judge and, when it is not a valid verdict, counted as unparsed.
+log-probabilities, every spelling of yes and no among them counted for its class; an endpoint
+that ignores the constraint answers free text, which the judge reads by LongMemEval's rule.
+OpenAI's own API rejects that extra body: a judge there runs with `judge.constrained: false`
+(free text at temperature 0, as the official evaluation does).
 """
 
 from __future__ import annotations
@@ -19,6 +21,25 @@ from .engine import Generation
 log = logging.getLogger(__name__)
 
 PREFIX = "openai:"
+
+
+def choice_probs(text: str, top: list[tuple[str, float]], choices, spellings: bool) -> dict[str, float]:
+    """The choices' probabilities from a reply and its first token's top log-probabilities (token, logprob).
+
+    Without `spellings` a top token counts for a choice when its stripped text is the choice; with it, when
+    its stripped, lowercased text is (the choices are lowercase then). {}: the reply kept to no choice."""
+    key = (lambda t: t.strip().lower()) if spellings else (lambda t: t.strip())
+    if key(text) not in choices:
+        return {}
+    weights = {c: 0.0 for c in choices}
+    for token, logprob in top:
+        if key(token) in weights and logprob > -1e4:
+            p = math.exp(logprob)  # spellings: a class's probability is the sum over its tokens
+            weights[key(token)] = weights[key(token)] + p if spellings else max(weights[key(token)], p)
+    total = sum(weights.values())
+    if total <= 0:  # no log-probabilities came back: the verdict without its weights
+        return {c: float(c == key(text)) for c in choices}
+    return {c: w / total for c, w in weights.items()}
 
 
 class EndpointJudge:
@@ -57,9 +78,10 @@ class EndpointJudge:
         return self._map(one, conversations)
 
     def choose(self, conversations: list[list[dict]], choices: list[str], *, adapters=None,
-               groups=None) -> list[dict[str, float]]:
-        """Probabilities of the choices from the first reply token's log-probabilities; {} when the endpoint
-        did not keep to the choices (an unparsed verdict)."""
+               groups=None, spellings: bool = False) -> list[dict[str, float]]:
+        """Probabilities of the choices from the first reply token's top log-probabilities; {} when the endpoint
+        did not keep to the choices (an unparsed verdict). `spellings`: every top token whose text, stripped and
+        lowercased, is a choice counts for it ("Yes", " yes"), their probabilities summed."""
         if adapters and any(adapters):
             raise ValueError("an endpoint judge serves no adapters")
 
@@ -69,19 +91,9 @@ class EndpointJudge:
                 max_tokens=max(len(c) for c in choices) + 1, logprobs=True, top_logprobs=min(20, 2 * len(choices) + 5),
                 extra_body={"structured_outputs": {"choice": list(choices)}})
             choice = reply.choices[0]
-            text = (choice.message.content or "").strip()
-            if text not in choices:
-                return {}
             top = choice.logprobs.content[0].top_logprobs if choice.logprobs and choice.logprobs.content else []
-            weights = {c: 0.0 for c in choices}
-            for entry in top:
-                token = entry.token.strip()
-                if token in weights and entry.logprob > -1e4:
-                    weights[token] = max(weights[token], math.exp(entry.logprob))
-            total = sum(weights.values())
-            if total <= 0:  # no log-probabilities came back: the verdict without its weights
-                return {c: float(c == text) for c in choices}
-            return {c: w / total for c, w in weights.items()}
+            return choice_probs((choice.message.content or "").strip(),
+                                [(entry.token, entry.logprob) for entry in top], choices, spellings)
 
         return self._map(one, conversations)
 

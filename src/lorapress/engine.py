@@ -76,6 +76,21 @@ class _State:
     logprobs: object
 
 
+def logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def normalise(choices, logprobs: list[float]) -> dict[str, float]:
+    """Probabilities of the choices, renormalised over them."""
+    top = max(logprobs)
+    weights = [math.exp(v - top) for v in logprobs]
+    total = sum(weights)
+    return {c: w / total for c, w in zip(choices, weights)}
+
+
 class _Base:
     """Prompt rendering and the operations built on per-token log-probabilities."""
 
@@ -120,29 +135,48 @@ class _Base:
         """Log-probabilities of each of `token_ids` as the next token after the token ids `prompt`."""
         return self._next_token_logprobs([prompt], list(token_ids), [adapter])[0]
 
+    def spelling_ids(self, word: str) -> list[int]:
+        """Every single token the tokenizer spells `word` with: the ids whose decoded text, stripped and
+        lowercased, is `word` ("yes", "Yes", " yes", " YES", "\\nYes", ...). Decoded once per engine."""
+        texts = getattr(self, "_token_texts", None)
+        if texts is None:
+            n, tok = len(self.tokenizer), self.tokenizer
+            ids = [[i] for i in range(n)]
+            texts = tok.batch_decode(ids) if hasattr(tok, "batch_decode") else [tok.decode(i) for i in ids]
+            self._token_texts = texts
+        word = word.strip().lower()
+        return [i for i, text in enumerate(texts) if text.strip().lower() == word]
+
     def choose(self, conversations: list[list[dict]], choices: list[str], *,
-               adapters: list[str | None] | None = None, groups: list | None = None) -> list[dict[str, float]]:
+               adapters: list[str | None] | None = None, groups: list | None = None,
+               spellings: bool = False) -> list[dict[str, float]]:
         """P(reply = choice | conversation), normalised over `choices` (the reply is constrained to them).
         `groups`: conversations with the same key share most of their prompt (one question's judgements
-        of several runs); an engine may compute their common prefix once."""
+        of several runs); an engine may compute their common prefix once. `spellings`: a choice is the class
+        of every single token spelling it (`spelling_ids`), its log-probability their logsumexp, so a model
+        that would answer "Yes" or " yes" chooses yes just as one answering "yes" does."""
+        adapters = adapters or [None] * len(conversations)
+        prompts = [self.prompt_ids(c) for c in conversations]
+        if spellings:
+            classes = [self.spelling_ids(c) for c in choices]
+            missing = [c for c, ids in zip(choices, classes) if not ids]
+            if missing:
+                raise ValueError(f"no single token of the tokenizer spells {missing}")
+            flat = sorted({t for ids in classes for t in ids})
+            where = {t: k for k, t in enumerate(flat)}
+            raw = self._next_token_logprobs(prompts, flat, adapters, groups)
+            rows = [[logsumexp([row[where[t]] for t in ids]) for ids in classes] for row in raw]
+            return [normalise(choices, row) for row in rows]
         ids = [self.reply_ids(c) for c in choices]
         if any(not i for i in ids):
             raise ValueError(f"empty choice in {choices}")
-        adapters = adapters or [None] * len(conversations)
-        prompts = [self.prompt_ids(c) for c in conversations]
         if all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == len(ids):
             rows = self._next_token_logprobs(prompts, [i[0] for i in ids], adapters, groups)
         else:  # multi-token choices: the whole choice's log-probability
             flat = self._token_logprobs([p for p in prompts for _ in ids], [i for _ in prompts for i in ids],
                                         [a for a in adapters for _ in ids])
             rows = [[sum(flat[k * len(ids) + j]) for j in range(len(ids))] for k in range(len(prompts))]
-        out = []
-        for row in rows:
-            top = max(row)
-            weights = [math.exp(v - top) for v in row]
-            total = sum(weights)
-            out.append({c: w / total for c, w in zip(choices, weights)})
-        return out
+        return [normalise(choices, row) for row in rows]
 
     def close(self) -> None:  # pragma: no cover - overridden where there is something to free
         pass
@@ -528,11 +562,18 @@ class VllmEngine(_Base):
         from vllm import SamplingParams
 
         # `groups` needs no handling here: vLLM's prefix cache shares common prompt blocks by itself.
-        # logprob_token_ids: the raw (unprocessed) log-probabilities of exactly these next tokens
-        sampling = SamplingParams(temperature=0.0, max_tokens=1, logprobs=len(token_ids),
-                                  logprob_token_ids=list(token_ids), seed=self.settings.seed, detokenize=False)
-        outputs = self._run(prompts, sampling, adapters)
-        return [[o.outputs[0].logprobs[0][t].logprob for t in token_ids] for o in outputs]
+        # logprob_token_ids: the raw (unprocessed) log-probabilities of exactly these next tokens. `logprobs` is
+        # left unset: set, it must equal their number and stay within max_logprobs (20), which every spelling
+        # of yes and no can exceed; unset, up to 128 ids are allowed (more go in several passes).
+        token_ids, width = list(token_ids), 128
+        rows: list[list[float]] = [[] for _ in prompts]
+        for start in range(0, len(token_ids), width):
+            part = token_ids[start:start + width]
+            sampling = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=part, seed=self.settings.seed,
+                                      detokenize=False)
+            for row, o in zip(rows, self._run(prompts, sampling, adapters)):
+                row += [o.outputs[0].logprobs[0][t].logprob for t in part]
+        return rows
 
     def close(self) -> None:
         """Stop the engine's processes now (e.g. before a second engine starts in the same job)."""

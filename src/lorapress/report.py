@@ -91,8 +91,34 @@ def delta(row, prefix: str, digits: int = 2) -> str:
     return text + (f" {marks}" if marks else "")
 
 
+# " [self-judge]" when the judge was the model under test: set once per page (`mark_judge`), so every table and
+# figure that shows a judge metric says so, not only the judge's own section.
+_JUDGE_TAG = {"tag": ""}
+
+
+def mark_judge(summary: dict) -> None:
+    judges = [s.get("judge") or {} for s in summary.get("datasets", {}).values()]
+    _JUDGE_TAG["tag"] = " [self-judge]" if any(j.get("self_judge") for j in judges) else ""
+
+
 def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    text = METRIC_LABELS.get(metric, metric)
+    return text + _JUDGE_TAG["tag"] if metric.startswith("judge") else text
+
+
+def judge_short(judge: dict) -> str:
+    return f"self-judge ({judge['model']})" if judge["self_judge"] else judge["model"]
+
+
+def judge_description(judge: dict | None) -> str:
+    """Which judge graded, in words: 'self-judge (base: the model under test)' or the judge and its criteria."""
+    if not judge:
+        return "judge not recorded (verdicts without provenance)"
+    who = (f"self-judge ({judge['model']}: the model under test grades its own answers)" if judge["self_judge"]
+           else f"{judge['model']} (not the model under test)")
+    criteria = (f"the user's templates as written, sha256 {judge['templates_sha256'][:12]}…"
+                if judge.get("templates_sha256") else "lorapress's wording of LongMemEval's criteria, official meaning")
+    return f"{who}; {criteria}"
 
 
 def variant_order(values) -> list[str]:
@@ -145,6 +171,7 @@ def answers_section(summary: dict) -> str:
             f"self-check {check.get('agreed', 0)} of {check.get('n', 0)} sampled answers agree through "
             f"{html.escape(str(check.get('backend')))} and {html.escape(str(check.get('check_backend')))} "
             f"({check.get('identical', 0)} identical, the rest parting at a near-tie); "
+            + (f"graded by {html.escape(judge_short(s.get('judge')))}; " if s.get("judge") else "")
             + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
@@ -419,22 +446,33 @@ def judge_section(scores: pd.DataFrame, summary: dict) -> str:
         return ""
     parts = [note("Wiki: the 1–5 rubric (judge_score = the most probable grade; judge_expected = the grade averaged "
                   "over the judge's probabilities, G-Eval style). LongMemEval: yes/no accuracy (%) per question type, "
-                  "task-averaged (mean of the types), overall, and abstention accuracy, as the benchmark reports them; "
-                  "judge_p_yes = the judge's mean probability of yes. The judge's reply is constrained to the valid set, "
-                  "so judge_unparsed_pct is 0 unless an endpoint could not constrain.")]
+                  "task-averaged (mean of the six official types; not available when one is missing), overall, and "
+                  "abstention accuracy, counted as the benchmark's print_qa_metrics.py does: every question counts, a "
+                  "reply without a readable verdict as wrong (judge_unparsed_pct = their share). judge_p_yes = the "
+                  "judge's mean probability of yes (constrained judges only). Numbers to cite beside the published "
+                  "ones need the official judge (gpt-4o-2024-08-06) and the official templates (judge.templates).")]
     for dataset, rows in part.groupby("dataset"):
-        wide = rows.pivot_table(index="condition", columns="metric", values="value").reset_index()
+        wide = rows.pivot_table(index="condition", columns="metric", values="value", dropna=False).reset_index()
         wide.columns = [c[len("judge_accuracy["):-1] if c.startswith("judge_accuracy[") else c for c in wide.columns]
-        controls = summary["datasets"].get(dataset, {}).get("judge_controls", {})
-        text = ""
+        s = summary["datasets"].get(dataset, {})
+        judge = s.get("judge")
+        wide.insert(1, "judge", "self-judge" if judge and judge.get("self_judge") else
+                    (judge["model"] if judge else "–"))
+        cls = "warn" if judge and judge.get("self_judge") else "note"
+        text = f'<p class="{cls}">Graded by {html.escape(judge_description(judge))}.</p>'
+        task_average = s.get("task_average")
+        if task_average:
+            text += note("Task-averaged accuracy: " + html.escape(task_average["note"]) + ".")
+        controls = s.get("judge_controls", {})
         if controls.get("available"):
             cls = "ok" if controls["informative"] else "warn"
-            text = (f'<p class="{cls}">Judge controls: {num(controls["accuracy"], 0)}% right '
-                    f"(reference passed {num(controls['reference_pass_pct'], 0)}%, known-wrong answer rejected "
-                    f"{num(controls['wrong_rejected_pct'], 0)}%); its verdict on the reference exceeds that on the wrong "
-                    f"answer by {with_ci(controls['discrimination'], controls['discrimination_ci_low'], controls['discrimination_ci_high'], 2, True)} "
-                    f"(0–1 scale). {'The judge tells right from wrong.' if controls['informative'] else 'The judge cannot tell right from wrong: its verdicts here are uninformative.'}</p>")
-        parts += [f"<h3>{html.escape(dataset)}</h3>", text, table_html(wide.dropna(axis=1, how="all"))]
+            text += (f'<p class="{cls}">Judge controls: {num(controls["accuracy"], 0)}% right '
+                     f"(reference passed {num(controls['reference_pass_pct'], 0)}%, known-wrong answer rejected "
+                     f"{num(controls['wrong_rejected_pct'], 0)}%); its verdict on the reference exceeds that on the wrong "
+                     f"answer by {with_ci(controls['discrimination'], controls['discrimination_ci_low'], controls['discrimination_ci_high'], 2, True)} "
+                     f"(0–1 scale). {'The judge tells right from wrong.' if controls['informative'] else 'The judge cannot tell right from wrong: its verdicts here are uninformative.'}</p>")
+        keep = [c for c in wide.columns if c == "judge_task_avg_accuracy" or wide[c].notna().any()]  # NaN: not available
+        parts += [f"<h3>{html.escape(dataset)}</h3>", text, table_html(wide[keep])]
     return section("judge", "LLM judge and LongMemEval accuracy per question type", *parts)
 
 
@@ -483,6 +521,7 @@ def build_report(inputs: dict, metadata: dict, out_html: str) -> None:
     trr, items, scores = pd.read_csv(inputs["trr"]), pd.read_csv(inputs["trr_items"]), pd.read_csv(inputs["scores"])
     runs = pd.read_csv(inputs["runs"])
     summary = read_json(inputs["summary"])
+    mark_judge(summary)
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     for experiment, dataset, path in inputs["tables"]:
         tables.setdefault(experiment, {})[dataset] = pd.read_csv(path)

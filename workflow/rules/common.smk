@@ -259,8 +259,22 @@ def answer_settings():
 
 
 def judge_settings():
-    """The judge's config without api_key_env: renaming the variable changes no verdict."""
-    return as_json({k: v for k, v in config["judge"].items() if k != "api_key_env"})
+    """The judge's config without api_key_env (renaming the variable changes no verdict), and the sha256 of
+    judge.templates: editing the templates file re-judges, as a changed prompt must."""
+    settings = {k: v for k, v in config["judge"].items() if k != "api_key_env"}
+    if settings.get("templates"):
+        from lorapress.judge import file_sha256
+
+        if not os.path.isfile(settings["templates"]):
+            raise WorkflowError(f"config judge.templates: {settings['templates']} does not exist")
+        settings["templates_sha256"] = file_sha256(settings["templates"])
+    return as_json(settings)
+
+
+def judge_templates_input():
+    """judge.templates as an input file (so a job waits for it and sees it), none when the criteria are ours."""
+    path = config["judge"].get("templates")
+    return [path] if path else []
 
 
 def control_questions():
@@ -296,6 +310,7 @@ def aggregate_inputs(kind):
         "answers": "results/answers/{dataset}/{chunk}.jsonl",
         "answers_meta": "results/answers/{dataset}/{chunk}.meta.json",
         "verdicts": "results/verdicts/{dataset}/{chunk}.jsonl",
+        "verdicts_meta": "results/verdicts/{dataset}/{chunk}.meta.json",
     }[kind]
     return [(d, pattern.format(dataset=d, chunk=c)) for d in DATASETS for c in chunk_names(d)]
 

@@ -44,6 +44,7 @@ rule judge:
     input:
         answers="results/answers/{dataset}/{chunk}.jsonl",
         model=base_model_input(),
+        templates=judge_templates_input(),
     output:
         verdicts="results/verdicts/{dataset}/{chunk}.jsonl",
         meta="results/verdicts/{dataset}/{chunk}.meta.json",
@@ -67,10 +68,11 @@ rule judge:
         key_env=lambda wildcards, input: config["judge"]["api_key_env"],
         engine=as_json(engine_params()),
         model=model_arg,
+        base_id=config["model"]["base"],
         code=CODE["judge"],
     shell:
         "lorapress judge --answers {input.answers} --judge {params.judge:q} --key-env {params.key_env}"
-        " --model {params.model:q} --engine {params.engine:q}"
+        " --model {params.model:q} --base-id {params.base_id:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
         " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
 
@@ -79,6 +81,7 @@ rule judge_controls:
     input:
         qa="results/data/{dataset}/qa.jsonl",
         model=base_model_input(),
+        templates=judge_templates_input(),
     output:
         verdicts="results/verdicts/{dataset}/controls.jsonl",
         meta="results/verdicts/{dataset}/controls.meta.json",
@@ -99,9 +102,10 @@ rule judge_controls:
         key_env=lambda wildcards, input: config["judge"]["api_key_env"],
         engine=as_json(engine_params()),
         model=model_arg,
+        base_id=config["model"]["base"],
         code=CODE["judge"],
     shell:
         "lorapress judge --controls {input.qa} --judge {params.judge:q} --key-env {params.key_env}"
-        " --model {params.model:q} --engine {params.engine:q}"
+        " --model {params.model:q} --base-id {params.base_id:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
         " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
