@@ -38,6 +38,8 @@ SHARDS = config["compression"]["shards"]
 UNSHARDED = [d for d in DATASETS if SHARDS.get(d, 1) == 1]
 SHARDED = [d for d in DATASETS if d not in UNSHARDED]
 RES = config["resources"]
+# a judge behind an OpenAI-compatible endpoint: its jobs need no GPU and no model (evaluate.smk)
+JUDGE_ENDPOINT = config["judge"]["model"].startswith("openai:")
 # what an engine job runs with (speed and memory, never what it generates: resources, not params)
 VLLM_GPU_UTIL = str(config["generation"]["gpu_memory_utilization"])
 # the vLLM build of the engine rules' conda environment: CUDA where jobs get GPUs
@@ -106,7 +108,8 @@ def base_model_input():
 
 def model_arg(wildcards, input):
     """The model a job loads: its input when it is a file (derived from input, so no rerun trigger), else the id."""
-    return input.model[0] if input.model else base_model()
+    model = input.get("model")
+    return model[0] if model else base_model()
 
 
 def engine_params():

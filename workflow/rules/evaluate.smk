@@ -109,3 +109,35 @@ rule judge_controls:
         " --model {params.model:q} --base-id {params.base_id:q} --engine {params.engine:q}"
         " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
         " --gpu-memory-utilization {resources.vllm_gpu_util} --out {output.verdicts} --meta {output.meta} > {log} 2>&1"
+
+
+if JUDGE_ENDPOINT:
+
+    # A judge behind an endpoint computes elsewhere: its jobs are light, hold no GPU and load no model
+    # (the GPU rules above stay unused).
+    ruleorder: judge_endpoint > judge
+    ruleorder: judge_controls_endpoint > judge_controls
+
+    use rule judge as judge_endpoint with:
+        input:
+            answers="results/answers/{dataset}/{chunk}.jsonl",
+            templates=judge_templates_input(),
+        threads: 1
+        resources:
+            mem_mb=RES["light_mem_mb"],
+            runtime=RES["runtime_min"],
+            vllm_kv_gib=config["generation"]["kv_cache_gib"],
+            vllm_bind=RES["vllm_cpu_threads_bind"],
+            vllm_gpu_util=VLLM_GPU_UTIL,
+
+    use rule judge_controls as judge_controls_endpoint with:
+        input:
+            qa="results/data/{dataset}/qa.jsonl",
+            templates=judge_templates_input(),
+        threads: 1
+        resources:
+            mem_mb=RES["light_mem_mb"],
+            runtime=RES["runtime_min"],
+            vllm_kv_gib=config["generation"]["kv_cache_gib"],
+            vllm_bind=RES["vllm_cpu_threads_bind"],
+            vllm_gpu_util=VLLM_GPU_UTIL,
