@@ -85,7 +85,8 @@ def environment(device: str) -> dict:
            "transformers": transformers.__version__, "peft": peft.__version__, "device": device}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}", gpu_memory_gib=props.total_memory / 2 ** 30)
+        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                   gpu_memory_gib=props.total_memory / 2 ** 30)
         try:
             env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                            capture_output=True, text=True, timeout=30).stdout.strip()
@@ -139,7 +140,8 @@ def shape_steps(config: dict, device: str, batch: int, length: int, steps: int, 
     shape = ModelShape.from_config(config)
     out["params"] = shape.params
     started = time.perf_counter()
-    hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+    skip = ("architectures", "transformers_version")
+    hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k not in skip})
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="gpu_smoke_") as tmp:
         # random weights, written once so the base loads exactly as lorapress train loads a real one
@@ -201,7 +203,8 @@ def shape_steps(config: dict, device: str, batch: int, length: int, steps: int, 
             run.update(status="ok", seconds_per_step=seconds, losses=losses, peak_gib=peak_gib(device),
                        tokens_per_s=round(batch * length / min(seconds), 1))
         except torch.OutOfMemoryError as exc:
-            run.update(status="oom", error=str(exc).splitlines()[0], peak_gib=peak_gib(device), seconds_per_step=seconds)
+            run.update(status="oom", error=str(exc).splitlines()[0], peak_gib=peak_gib(device),
+                       seconds_per_step=seconds)
             optimizer.zero_grad(set_to_none=True)
         free(device)
         if device == "cuda":
@@ -269,7 +272,8 @@ def with_weights(model_dir: str, work: Path, tiny_shape: bool) -> tuple[str, str
     for name in SKELETON_FILES[1:]:
         if (Path(model_dir) / name).is_file():
             shutil.copy(Path(model_dir) / name, target / name)
-    return str(target), f"random ({'tiny ' if tiny_shape else ''}shape of {model_dir}/config.json: no weight files there)"
+    shape = "tiny shape" if tiny_shape else "shape"
+    return str(target), f"random ({shape} of {model_dir}/config.json: no weight files there)"
 
 
 def embedded(model_dir: str, device: str, work: Path, epochs: int, tiny_shape: bool = False) -> dict:
@@ -290,9 +294,10 @@ def embedded(model_dir: str, device: str, work: Path, epochs: int, tiny_shape: b
     lr = 2e-3 if weights.startswith("the directory") else 2e-2
     s = settings("lora", dtype, lr=lr, epochs=epochs, batch_size=4, max_length=256, log_every=5)
     started = time.perf_counter()
-    summary = train(model_dir, str(text), str(adapter), s, threads=os.cpu_count() or 1)
-    out = {"weights": weights, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1), "optimizer_steps": summary["optimizer_steps"],
-           "loss_first": summary["loss_first"], "loss_last": summary["loss_last"],
+    summary = train(model_dir, str(text), str(adapter), s, threads=len(os.sched_getaffinity(0)))
+    out = {"weights": weights, "lr": lr, "train_seconds": round(time.perf_counter() - started, 1),
+           "optimizer_steps": summary["optimizer_steps"], "loss_first": summary["loss_first"],
+           "loss_last": summary["loss_last"],
            "tokens_per_second": summary["tokens_per_second"], "dtype": dtype}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)

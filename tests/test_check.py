@@ -9,8 +9,9 @@ from conftest import REPO
 from lorapress import check as chk
 from lorapress.check import Facts, run_checks
 from lorapress.memory import (
-    GIB, NF4_BYTES_PER_PARAM, ModelShape, activation_bytes_per_token, activations_gib, engine_memory, kv_bytes_per_token,
-    lora_params, lora_slots_gib, logits_gib, sequences_that_fit, train_memory, weights_bf16_gib, weights_nf4_gib,
+    GIB, NF4_BYTES_PER_PARAM, ModelShape, activation_bytes_per_token, activations_gib, engine_memory,
+    kv_bytes_per_token, lora_params, lora_slots_gib, logits_gib, sequences_that_fit, train_memory, weights_bf16_gib,
+    weights_nf4_gib,
 )
 from lorapress.plan import load_config, merge
 
@@ -97,7 +98,8 @@ def statuses(checks) -> dict:
 
 
 def test_a_healthy_h100_node_passes_the_software_checks():
-    for fn in (chk.check_torch, chk.check_cuda, chk.check_driver, chk.check_vllm, chk.check_bitsandbytes, chk.check_dtype):
+    for fn in (chk.check_torch, chk.check_cuda, chk.check_driver, chk.check_vllm, chk.check_bitsandbytes,
+               chk.check_dtype):
         c = fn(H100, PAPER)
         assert c.status == "ok", c
 
@@ -130,7 +132,8 @@ def test_a_cpu_vllm_fails_a_gpu_job_only():
 def test_qlora_needs_bitsandbytes_with_cuda():
     assert chk.check_bitsandbytes(replace(H100, bnb_cuda=False, bnb_error="no kernel"), PAPER).status == "fail"
     assert chk.check_bitsandbytes(replace(H100, bnb_version=None), PAPER).status == "fail"
-    assert chk.check_bitsandbytes(replace(H100, bnb_version=None), merge(PAPER, {"train": {"method": "lora"}})).status == "ok"
+    lora = merge(PAPER, {"train": {"method": "lora"}})
+    assert chk.check_bitsandbytes(replace(H100, bnb_version=None), lora).status == "ok"
 
 
 def test_no_gpu_fails_as_a_job_and_warns_on_a_login_node():
@@ -183,7 +186,11 @@ def test_paper_l1_piece_and_reply_do_not_fit_4096():
     prompt = 3072 + chk.level_overhead(PAPER["compression"]["levels"]["summ_l1_slight"])
     assert f"raise model.max_model_len to >= {prompt + 2581}" in l1.fix
     fits = int(l1.fix.rsplit("<= ", 1)[1])
-    assert fits + prompt - 3072 + chk.reply_cap(fits, 30, 1.2) <= 4096 < fits + 1 + prompt - 3072 + chk.reply_cap(fits + 1, 30, 1.2)
+    overhead = prompt - 3072  # the largest piece that fits, and not one token more
+    def need(n):
+        return n + overhead + chk.reply_cap(n, 30, 1.2)
+
+    assert need(fits) <= 4096 < need(fits + 1)
     assert checks["context l5"].status == "ok"  # 369 tokens of reply fit
     assert checks["context decompose"].status == "ok" and "3904" in checks["context decompose"].message
 

@@ -285,13 +285,14 @@ def test_stage_limits_of_the_repository_profile():
 
 def test_a_job_longer_than_its_rules_runtime_is_a_warning():
     # 912 train tokens at 100 tokens/s + a 10 s start = 19.12 s: over a 0.25-minute limit, under 1 minute
-    slow = build_plan(only_original(), two_items(), (), profile(), T, limits={"train": (0.25, "set-resources.train.runtime")},
-                      limits_file="p/config.yaml")
+    slow = build_plan(only_original(), two_items(), (), profile(), T,
+                      limits={"train": (0.25, "set-resources.train.runtime")}, limits_file="p/config.yaml")
     train = next(r for r in slow["stages"] if r["stage"] == "train")
     assert train["longest_job_hours"] * 3600 == pytest.approx(19.12)
     assert any("train: the longest job is estimated at" in w and "(p/config.yaml set-resources.train.runtime)" in w
                for w in slow["warnings"])
-    fine = build_plan(only_original(), two_items(), (), profile(), T, limits={"train": (1.0, "default-resources.runtime")})
+    fine = build_plan(only_original(), two_items(), (), profile(), T,
+                      limits={"train": (1.0, "default-resources.runtime")})
     assert not any("profile's limit" in w for w in fine["warnings"])
 
 

@@ -155,12 +155,15 @@ def check_driver(facts: Facts, config: dict) -> Check:
         return Check("cuda driver", WARN, f"torch CUDA {facts.torch_cuda}, driver {facts.driver_version}: "
                      "no known minimum for this pair", "check NVIDIA's CUDA compatibility table")
     if driver >= need:
-        return Check("cuda driver", OK, f"torch CUDA {facts.torch_cuda} runs on driver {facts.driver_version} (>= {need})")
+        return Check("cuda driver", OK,
+                     f"torch CUDA {facts.torch_cuda} runs on driver {facts.driver_version} (>= {need})")
     if driver >= MIN_DRIVER[12]:
-        fix = (f"install torch {facts.torch_version} built for CUDA 12: pip install torch=={str(facts.torch_version).split('+')[0]} "
-               f"--index-url {cuda12_index(driver)} (and vLLM built against that torch), or use a node with driver >= {need}")
+        version = str(facts.torch_version).split("+")[0]
+        fix = (f"install torch {version} built for CUDA 12: pip install torch=={version} --index-url "
+               f"{cuda12_index(driver)} (and vLLM built against that torch), or use a node with driver >= {need}")
     else:
-        fix = f"driver {facts.driver_version} is older than any CUDA 12 build needs (>= 525): ask for a node with a newer driver"
+        fix = (f"driver {facts.driver_version} is older than any CUDA 12 build needs (>= 525): ask for a node with "
+               "a newer driver")
     return Check("cuda driver", FAIL, f"torch {facts.torch_version} is a CUDA {facts.torch_cuda} build, which needs "
                  f"driver >= {need}; this node has {facts.driver_version}", fix)
 
@@ -303,7 +306,8 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
         cap = reply_cap(n, level["target_trr"], slack)
         label = f"context {variant.split('_')[1]}"
         if prompt + cap <= max_len:
-            out.append(Check(label, OK, f"prompt ≈ {prompt} + reply cap {cap} = {prompt + cap} <= max_model_len {max_len}"))
+            out.append(Check(label, OK,
+                             f"prompt ≈ {prompt} + reply cap {cap} = {prompt + cap} <= max_model_len {max_len}"))
             continue
         keep = (1 - level["target_trr"] / 100) * slack
         fits = math.floor((max_len - level_overhead(level)) / (1 + keep))
@@ -312,14 +316,15 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
         out.append(Check(label, FAIL, f"{variant}: a full piece of compression.max_input_tokens {n} (prompt ≈ {prompt} "
                          f"tokens) + its reply cap ceil({n} × (1 − {level['target_trr']}/100) × {slack}) = {cap} is "
                          f"{prompt + cap} > model.max_model_len {max_len}",
-                         f"raise model.max_model_len to >= {prompt + cap} or lower compression.max_input_tokens to <= {fits}"))
+                         f"raise model.max_model_len to >= {prompt + cap} or lower compression.max_input_tokens "
+                         f"to <= {fits}"))
     budget = max_len - config["evaluate"]["max_tokens"] - DECOMPOSE_RESERVE
     if budget > 0:
         out.append(Check("context decompose", OK, f"open-book context budget {budget} tokens (max_model_len {max_len} "
                          f"− evaluate.max_tokens {config['evaluate']['max_tokens']} − {DECOMPOSE_RESERVE})"))
     else:
-        out.append(Check("context decompose", FAIL, f"open-book context budget {budget} <= 0 (max_model_len {max_len} − "
-                         f"evaluate.max_tokens − {DECOMPOSE_RESERVE})", "raise model.max_model_len"))
+        out.append(Check("context decompose", FAIL, f"open-book context budget {budget} <= 0 (max_model_len "
+                         f"{max_len} − evaluate.max_tokens − {DECOMPOSE_RESERVE})", "raise model.max_model_len"))
     return out
 
 
@@ -335,8 +340,8 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
     capacity = gpu_memory_gib if gpu_memory_gib is not None else facts.gpu_memory_gib
     where = (f"--gpu-memory-gib {capacity:g}" if gpu_memory_gib is not None
              else f"{facts.gpu_name} {capacity:.0f} GiB" if capacity else "")
-    ranks = [train["rank"], *config["experiments"]["rank_items"]["ranks"], *config["experiments"]["rank_compression"]["ranks"]]
-    rank = max(ranks)
+    experiments = config["experiments"]
+    rank = max(train["rank"], *experiments["rank_items"]["ranks"], *experiments["rank_compression"]["ranks"])
     kw = dict(method=train["method"], rank=rank, targets=train["target_modules"], batch=train["batch_size"],
               length=train["max_length"], dropout=train["dropout"] > 0)
     plain, ckpt = train_memory(shape, checkpointing=False, **kw), train_memory(shape, checkpointing=True, **kw)
@@ -346,7 +351,7 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
     train_line = (f"train ({train['method']}, r{rank}, batch {train['batch_size']} × {train['max_length']}): "
                   f"{plain.total:.1f} GiB without gradient checkpointing (weights {plain.weights:.1f}, activations "
                   f"{plain.activations:.1f}, logits {plain.logits:.1f}, LoRA+AdamW {plain.lora:.2f}); "
-                  f"{ckpt.total:.1f} GiB with")
+                  f"{ckpt.total:.1f} GiB with (lorapress train runs without)")
     fixed = engine.weights + engine.lora_slots
     engine_line = (f"vLLM engine: weights {engine.weights:.1f} + LoRA slots {engine.lora_slots:.2f} GiB; KV cache "
                    f"{engine.kv_cache:.1f} GiB for max_num_seqs {gen['max_num_seqs']} × max_model_len "
@@ -363,8 +368,8 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
         out.append(Check("memory train", OK, f"{train_line}; fits {where}"))
     elif ckpt.total <= TRAIN_GPU_SHARE * capacity:
         out.append(Check("memory train", FAIL, f"{train_line}; over {share} without checkpointing",
-                         "lower train.batch_size (raise grad_accum to keep the batch) or max_length, or train with "
-                         "gradient checkpointing"))
+                         "lower train.batch_size (raise grad_accum to keep the batch) or max_length (lorapress "
+                         "train has no gradient-checkpointing switch yet)"))
     else:
         out.append(Check("memory train", FAIL, f"{train_line}; over {share} even with checkpointing",
                          "lower train.batch_size/max_length, or use a GPU with more memory"))
@@ -372,10 +377,12 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
     seqs = sequences_that_fit(shape, usable, config["model"]["max_model_len"])
     if seqs < 1:
         out.append(Check("memory vllm", FAIL, f"{engine_line}; {VLLM_GPU_SHARE:.0%} of {where} leaves no room for "
-                         "one full-length sequence", "lower model.max_model_len/evaluate.max_loras or use a bigger GPU"))
+                         "one full-length sequence",
+                         "lower model.max_model_len/evaluate.max_loras or use a bigger GPU"))
     elif seqs < gen["max_num_seqs"]:
-        out.append(Check("memory vllm", WARN, f"{engine_line}; {VLLM_GPU_SHARE:.0%} of {where} holds {seqs} full-length "
-                         f"sequences at once, not {gen['max_num_seqs']} (vLLM queues the rest; short prompts share more)",
+        out.append(Check("memory vllm", WARN, f"{engine_line}; {VLLM_GPU_SHARE:.0%} of {where} holds {seqs} "
+                         f"full-length sequences at once, not {gen['max_num_seqs']} (vLLM queues the rest; short "
+                         "prompts share more)",
                          f"nothing to do, or set generation.max_num_seqs: {seqs} to say so"))
     else:
         out.append(Check("memory vllm", OK, f"{engine_line}; fits {where}"))
@@ -413,7 +420,8 @@ def parse_sinfo(text: str) -> tuple[dict[str, set[str]], str | None]:
     return partitions, default
 
 
-def check_slurm(facts: Facts, config: dict, profile: dict | None, profile_path: str = "profiles/slurm/config.yaml") -> list[Check]:
+def check_slurm(facts: Facts, config: dict, profile: dict | None,
+                profile_path: str = "profiles/slurm/config.yaml") -> list[Check]:
     """The profile's partitions exist; its GPU rules' partitions have gpu GRES."""
     if profile is None:
         return [Check("slurm", OK, "no SLURM profile given")]
@@ -434,8 +442,9 @@ def check_slurm(facts: Facts, config: dict, profile: dict | None, profile_path: 
             continue
         if not any(g.startswith("gpu") for g in partitions.get(part, ())):
             how = "" if named.get(rule) or named["default"] else " (the cluster's default: the profile names none)"
-            out.append(Check("slurm gres", WARN, f"rule {rule} asks for a GPU but partition {part}{how} lists no gpu "
-                             "GRES", f"set default-resources.slurm_partition (or set-resources.{rule}) to a GPU partition"))
+            out.append(Check("slurm gres", WARN, f"rule {rule} asks for a GPU but partition {part}{how} lists no "
+                             "gpu GRES",
+                             f"set default-resources.slurm_partition (or set-resources.{rule}) to a GPU partition"))
     if not any(named.values()):
         out.append(Check("slurm partition", WARN, f"{profile_path} names no slurm_partition: every job goes to the "
                          f"cluster's default partition ({default or 'none marked'})",

@@ -53,7 +53,8 @@ class ModelShape:
                        intermediate_size=int(config["intermediate_size"]), vocab_size=int(config["vocab_size"]),
                        tied_embeddings=bool(config.get("tie_word_embeddings", False)))
         except KeyError as exc:
-            raise ValueError(f"config.json: key {exc.args[0]!r} missing (not a decoder config this estimate knows)") from None
+            raise ValueError(f"config.json: key {exc.args[0]!r} missing (not a decoder config this estimate "
+                             "knows)") from None
 
     @property
     def q_dim(self) -> int:

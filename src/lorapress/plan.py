@@ -891,7 +891,8 @@ def render_text(plan: dict) -> str:
         lines += ["", f"longest job vs the profile's limit ({plan['runtime_limits']}):"]
         for r in limited:
             over = r["longest_job_hours"] * 60 > r["runtime_limit_min"]
-            lines.append(f"  {r['stage']:<15}{r['longest_job_hours']:>8.2f} h  vs {r['runtime_limit_min'] / 60:>6.1f} h  "
+            limit_h = r["runtime_limit_min"] / 60
+            lines.append(f"  {r['stage']:<15}{r['longest_job_hours']:>8.2f} h  vs {limit_h:>6.1f} h  "
                          f"{'OVER' if over else 'ok':<5} ({r['runtime_limit_key']})")
     lines += ["", f"throughput figures (profile {p['name']}; edit {p['file']}):"]
     for key, f in p["figures"].items():
