@@ -19,7 +19,7 @@ def test_every_stage_has_help():
     from lorapress.cli import STAGES
 
     assert set(STAGES) == {"model", "download", "prepare", "compress", "stats", "train", "evaluate", "judge",
-                           "decompose", "aggregate", "report", "plan"}
+                           "decompose", "aggregate", "report", "plan", "check"}
     for stage in STAGES:
         out = lorapress(stage, "--help")
         assert out.returncode == 0 and "usage: lorapress " + stage in out.stdout

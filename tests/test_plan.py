@@ -14,8 +14,8 @@ from conftest import REPO, wiki_record, write_jsonl
 from lorapress import cli
 from lorapress.experiments import eval_chunks, runs
 from lorapress.plan import (
-    Counts, Figure, Item, Profile, Tokens, build_plan, count_questions, job_seconds, load_config, merge,
-    stage_compress, stage_evaluate, stage_train,
+    LONGMEMEVAL_REFERENCE, Counts, Figure, Item, Profile, Tokens, build_plan, count_questions, job_seconds, load_config,
+    merge, reference_counts, reference_for, runtime_minutes, stage_compress, stage_evaluate, stage_limits, stage_train,
 )
 from lorapress.prepare import LONGMEMEVAL_TYPES
 
@@ -218,10 +218,82 @@ def error_line(capsys, *argv: str) -> str:
 
 
 def test_a_missing_dataset_is_one_clear_line(workdir, capsys):
+    # the official LongMemEval file has a reference size: only wiki is missing
     err = error_line(capsys, "--configfile", "missing.yaml")
-    assert "datasets.longmemeval.path" in err and "must be downloaded first" in err  # datasets in name order
-    err = error_line(capsys, "--configfile", "missing.yaml", "--assume", "longmemeval=500,500,100000000")
-    assert "datasets.wiki.path: data/none/wiki.jsonl does not exist" in err and "--assume wiki=" in err
+    assert "1 dataset(s) missing: datasets.wiki.path: data/none/wiki.jsonl does not exist" in err
+    assert "--assume wiki=" in err and "longmemeval" not in err
+
+
+def test_every_missing_dataset_is_named_in_one_call(workdir, capsys):
+    (workdir / "two.yaml").write_text(yaml.safe_dump({"datasets": {
+        "wiki": {"format": "wiki_jsonl", "path": "data/none/wiki.jsonl"},
+        "mine": {"format": "longmemeval", "path": "data/none/my_history.json"},  # not an official file name
+        "official": {"format": "longmemeval", "path": "resources/datasets/official/longmemeval_s_cleaned.json",
+                     "download": {"hf_dataset": "xiaowu0162/longmemeval-cleaned",
+                                  "filename": "longmemeval_s_cleaned.json"}}}}))
+    err = error_line(capsys, "--configfile", "two.yaml")
+    assert err.count("does not exist") == 2 and "2 dataset(s) missing" in err
+    assert "datasets.mine.path: data/none/my_history.json" in err and "datasets.wiki.path: data/none/wiki.jsonl" in err
+
+
+def test_a_missing_official_longmemeval_file_is_planned_at_its_reference_size(workdir, capsys):
+    assert cli.main(["plan", "--configfile", "missing.yaml", "--assume", "wiki=10,20,20000", "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    lme = plan["datasets"]["longmemeval"]
+    # 500 questions x 48 sessions; 500 x 115k tokens x 4 characters per token
+    assert (lme["items"], lme["questions"], lme["chars"]) == (24_000, 500, 230_000_000)
+    assert lme["source"] == "reference: longmemeval_s_cleaned.json, not downloaded yet"
+    assert plan["other_jobs"]["download_dataset"] == 1
+    assert any(a.startswith("longmemeval_s_cleaned.json (not downloaded)") for a in plan["assumptions"])
+    text = run_plan(workdir, "--configfile", "missing.yaml", "--assume", "wiki=10,20,20000")
+    assert "[reference: longmemeval_s_cleaned.json, not downloaded yet]" in text.stdout, text.stderr
+
+
+def test_reference_sizes_follow_the_file_and_the_question_filters():
+    s = {"format": "longmemeval", "path": "x/longmemeval_s_cleaned.json"}
+    assert reference_for(s) is LONGMEMEVAL_REFERENCE["longmemeval_s_cleaned.json"]
+    by_download = {"format": "longmemeval", "path": "resources/datasets/l/lme.json",
+                   "download": {"hf_dataset": "h", "filename": "longmemeval_m_cleaned.json"}}
+    m = reference_for(by_download)
+    assert (m.items, m.questions, m.chars) == (250_000, 500, 3_000_000_000)
+    assert reference_for({"format": "wiki_jsonl", "path": "longmemeval_s_cleaned.json"}) is None
+    assert reference_for({"format": "longmemeval", "path": "mine.json"}) is None
+    oracle = reference_for({"format": "longmemeval", "path": "longmemeval_oracle.json"})
+    assert (oracle.items, oracle.chars) == (1_000, 4_000_000)
+    ref = LONGMEMEVAL_REFERENCE["longmemeval_s_cleaned.json"]
+    pref = reference_counts({**s, "question_types": ["single-session-preference"]}, ref, 80, 20)
+    assert len(pref.questions) == 30 and len(pref.items) == 24_000 * 30 // 500 and pref.chars == 230_000_000 * 30 // 500
+    assert len(reference_counts({**s, "limit": 20}, ref, 80, 20).questions) == 20
+
+
+# ---------------------------------------------------------------- runtime limits of the SLURM profile
+def test_runtime_minutes():
+    assert [runtime_minutes(v) for v in (45, "90", "2h", "1h30m", "1d", "30min")] == [45, 90, 120, 90, 1440, 30]
+    with pytest.raises(ValueError):
+        runtime_minutes("soon")
+
+
+def test_stage_limits_of_the_repository_profile():
+    limits = stage_limits(yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text()))
+    assert limits["train"] == (1440, "set-resources.train.runtime")
+    assert limits["judge_controls"] == (60, "default-resources.runtime")  # no entry of its own
+    assert limits["compress"][0] == 1440  # the lower of compress and compress_shard
+    profile_ = {"default-resources": {"runtime": 60}, "set-resources": {"compress_shard": {"runtime": "2h"},
+                                                                       "compress": {"runtime": 600}}}
+    assert stage_limits(profile_)["compress"] == (120, "set-resources.compress_shard.runtime")
+
+
+def test_a_job_longer_than_its_rules_runtime_is_a_warning():
+    # 912 train tokens at 100 tokens/s + a 10 s start = 19.12 s: over a 0.25-minute limit, under 1 minute
+    slow = build_plan(only_original(), two_items(), (), profile(), T,
+                      limits={"train": (0.25, "set-resources.train.runtime")}, limits_file="p/config.yaml")
+    train = next(r for r in slow["stages"] if r["stage"] == "train")
+    assert train["longest_job_hours"] * 3600 == pytest.approx(19.12)
+    assert any("train: the longest job is estimated at" in w and "(p/config.yaml set-resources.train.runtime)" in w
+               for w in slow["warnings"])
+    fine = build_plan(only_original(), two_items(), (), profile(), T,
+                      limits={"train": (1.0, "default-resources.runtime")})
+    assert not any("profile's limit" in w for w in fine["warnings"])
 
 
 def test_assume_plans_without_the_files(workdir, capsys):

@@ -29,6 +29,7 @@ STAGES = {
     "aggregate": "score tables with their intervals, from answers or from a long-format scores file",
     "report": "write the self-contained HTML report",
     "plan": "estimate tokens and GPU-hours of a config before submitting it",
+    "check": "preflight before submitting: software, GPU, model, datasets, context, memory, SLURM partitions",
 }
 
 

@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import sys
 import textwrap
 from collections import Counter
@@ -200,6 +201,7 @@ class Counts:
     items: tuple[Item, ...]
     questions: tuple[Question, ...]
     source: str  # the file read, or how the counts were assumed
+    note: str = ""  # where assumed counts come from (a reference size's sources), listed with the assumptions
 
     @property
     def chars(self) -> int:
@@ -247,6 +249,73 @@ def assumed_counts(fmt: str, n_items: int, n_questions: int, chars: int, questio
                for k in range(n_questions)]
     source = f"assumed: {n_items} items, {n_questions} questions, {chars} characters (--assume)"
     return Counts(items, count_questions(records), source)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published size of an official dataset file, for planning before it is downloaded."""
+
+    file: str
+    items: int  # knowledge items (LongMemEval: sessions; see `source` for how the count was derived)
+    questions: int
+    chars: int
+    source: str
+
+
+# The official LongMemEval files (Wu et al. 2024, "LongMemEval: Benchmarking Chat Assistants on Long-Term
+# Interactive Memory", arXiv 2410.10813; repository README, github.com/xiaowu0162/LongMemEval, read at commit
+# 9e0b455). Published: 500 questions in every file; _s ≈ 115k tokens of history per question ("~40 history
+# sessions" for Llama 3, README); _m ≈ 500 sessions and ≈ 1.5M tokens per question (README; paper abstract);
+# oracle = only the evidence sessions. NOT published: the number of unique sessions (filler sessions recur
+# across questions, and prepare keeps each session id once) and exact character counts. Derived here:
+# - items = questions × sessions per question: session occurrences, an UPPER BOUND of the unique sessions;
+#   _s uses 48 sessions per question (a measured mean of 47.7, mnemoverse.com's LongMemEval card; the README
+#   says ~40); oracle assumes 2 evidence sessions per question (1 to 6 by question type, same card);
+# - chars = questions × tokens per question × 4 characters per token (the tokens_per_char rule of thumb); for
+#   oracle ~2k tokens per question (same card). _s gives 230M characters, consistent with the ~277 MB JSON file.
+# question counts per type (paper, Table 1/Figure 3; also FIELD_NOTES): used for datasets.*.question_types.
+LONGMEMEVAL_QUESTIONS_PER_TYPE = {
+    "temporal-reasoning": 133, "multi-session": 133, "knowledge-update": 78, "single-session-user": 70,
+    "single-session-assistant": 56, "single-session-preference": 30,
+}
+LONGMEMEVAL_REFERENCE = {r.file: r for r in (
+    Reference("longmemeval_s_cleaned.json", 500 * 48, 500, 500 * 115_000 * 4,
+              "500 questions × ~115k tokens (README, paper); items = 500 × 48 session occurrences (upper bound)"),
+    Reference("longmemeval_m_cleaned.json", 500 * 500, 500, 500 * 1_500_000 * 4,
+              "500 questions × ~500 sessions, ~1.5M tokens (README, paper); items = 250,000 session occurrences "
+              "(upper bound)"),
+    Reference("longmemeval_oracle.json", 500 * 2, 500, 500 * 2_000 * 4,
+              "500 questions, evidence sessions only (README); derived: ~2 sessions, ~2k tokens per question"),
+)}
+# the files before the 2025/09 clean-up have the same published sizes
+for _name in ("longmemeval_s.json", "longmemeval_m.json"):
+    LONGMEMEVAL_REFERENCE[_name] = LONGMEMEVAL_REFERENCE[_name.replace(".json", "_cleaned.json")]
+
+
+def reference_for(spec: dict) -> Reference | None:
+    """The reference size of the official file a longmemeval dataset names (path or download.filename)."""
+    if spec["format"] != "longmemeval":
+        return None
+    names = [Path(spec["path"]).name] + ([spec["download"]["filename"]] if spec.get("download") else [])
+    return next((LONGMEMEVAL_REFERENCE[n] for n in names if n in LONGMEMEVAL_REFERENCE), None)
+
+
+def reference_counts(spec: dict, ref: Reference, question_chars: int, answer_chars: int) -> Counts:
+    """Counts of a reference file after the dataset's question_types/limit/sample: items and characters
+    shrink in proportion to the questions kept (each question brings its own history)."""
+    n = ref.questions
+    if spec.get("question_types"):
+        n = sum(LONGMEMEVAL_QUESTIONS_PER_TYPE[t] for t in set(spec["question_types"]))
+    for key in ("limit", "sample"):
+        if spec.get(key):
+            n = min(n, spec[key])
+    share = n / ref.questions
+    counts = assumed_counts("longmemeval", max(1, round(ref.items * share)), n, max(1, round(ref.chars * share)),
+                            question_chars, answer_chars)
+    kept = "" if n == ref.questions else f", {n} of its {ref.questions} questions kept"
+    return Counts(counts.items, counts.questions, f"reference: {ref.file}, not downloaded yet{kept}",
+                  note=f"{ref.file} (not downloaded): {ref.source}; derivation and sources in "
+                       "lorapress/plan.py LONGMEMEVAL_REFERENCE")
 
 
 # ================================================================ estimating (pure)
@@ -603,14 +672,59 @@ def summarise(stage: Stage, profile: Profile, gpus_per_job: int) -> dict:
     }
 
 
+# The rules whose jobs a stage's estimate describes (workflow/rules/*.smk); a stage's limit is the lowest of theirs.
+STAGE_RULES = {"compress": ("compress", "compress_shard"), "train": ("train",), "evaluate": ("evaluate",),
+               "judge": ("judge",), "judge_controls": ("judge_controls",), "decompose": ("decompose",)}
+DEFAULT_PROFILE_DIR = "profiles/slurm"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)?", re.IGNORECASE)
+_MINUTES = {"d": 1440.0, "h": 60.0, "m": 1.0, "min": 1.0, "s": 1 / 60, None: 1.0}
+
+
+def runtime_minutes(value) -> float:
+    """A Snakemake `runtime` resource in minutes: a number (minutes) or a string such as 90, "2h", "1h30m"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION.findall(text)
+    if not parts or _DURATION.sub("", text).strip():
+        raise ValueError(f"runtime {value!r}: expected minutes or a duration such as 2h or 1h30m")
+    return sum(float(n) * _MINUTES[unit.lower() if unit else None] for n, unit in parts)
+
+
+def rule_runtime(profile: dict, rule: str) -> tuple[float, str] | None:
+    """(minutes, key) a SLURM profile gives a rule: set-resources.<rule>.runtime, else default-resources.runtime."""
+    own = (profile.get("set-resources") or {}).get(rule) or {}
+    if "runtime" in own:
+        return runtime_minutes(own["runtime"]), f"set-resources.{rule}.runtime"
+    default = profile.get("default-resources") or {}
+    if "runtime" in default:
+        return runtime_minutes(default["runtime"]), "default-resources.runtime"
+    return None
+
+
+def stage_limits(profile: dict) -> dict[str, tuple[float, str]]:
+    """stage -> the lowest (minutes, key) among its rules' runtimes in the profile."""
+    out = {}
+    for stage, rules in STAGE_RULES.items():
+        limits = [lim for rule in rules if (lim := rule_runtime(profile, rule)) is not None]
+        if limits:
+            out[stage] = min(limits)
+    return out
+
+
 TOTAL_KEYS = ("jobs", "device_jobs", "prefill_tokens", "generate_tokens", "train_tokens", "job_hours", "gpu_hours")
 
 
 def build_plan(config: dict, counts: dict[str, Counts], control: tuple[Question, ...], profile: Profile,
-               t: Tokens, *, downloads: int = 0, sources: dict | None = None) -> dict:
-    """The whole plan as a JSON-ready dict: datasets, stages, other jobs, total, assumptions, warnings."""
+               t: Tokens, *, downloads: int = 0, sources: dict | None = None,
+               limits: dict[str, tuple[float, str]] | None = None, limits_file: str = "") -> dict:
+    """The whole plan as a JSON-ready dict: datasets, stages, other jobs, total, assumptions, warnings.
+    `limits`: stage -> (minutes, key) of the SLURM profile `limits_file` (see `stage_limits`)."""
     gpus = config["resources"]["gpu"]
     rows = [summarise(s, profile, gpus) for s in estimate_stages(config, counts, control, t)]
+    for r in rows:
+        if limits and r["stage"] in limits:
+            r["runtime_limit_min"], r["runtime_limit_key"] = limits[r["stage"]]
     other = other_jobs(config, counts, downloads)
     total = {k: sum(r[k] for r in rows) for k in TOTAL_KEYS}
     total["jobs"] += sum(other.values())
@@ -619,6 +733,9 @@ def build_plan(config: dict, counts: dict[str, Counts], control: tuple[Question,
     warnings = [f"{r['stage']}: the longest job is estimated at {r['longest_job_hours']:.1f} h, over "
                 f"resources.runtime_min ({config['resources']['runtime_min']} min)"
                 for r in rows if r["longest_job_hours"] > limit_h]
+    warnings += [f"{r['stage']}: the longest job is estimated at {r['longest_job_hours']:.1f} h, over the "
+                 f"profile's limit of {r['runtime_limit_min'] / 60:.1f} h ({limits_file} {r['runtime_limit_key']})"
+                 for r in rows if "runtime_limit_min" in r and r["longest_job_hours"] * 60 > r["runtime_limit_min"]]
     if (gpus > 0) != profile.gpu:
         warnings.append(f"resources.gpu is {gpus} but profile {profile.name} describes {profile.device}: "
                         "pick the profile of the machine the jobs run on (--profile)")
@@ -636,7 +753,9 @@ def build_plan(config: dict, counts: dict[str, Counts], control: tuple[Question,
         "stages": rows,
         "other_jobs": other,
         "total": total,
-        "assumptions": general_assumptions(profile, t) + [a for r in rows for a in r["assumptions"]],
+        "runtime_limits": limits_file or None,
+        "assumptions": (general_assumptions(profile, t) + [c.note for _, c in sorted(counts.items()) if c.note]
+                        + [a for r in rows for a in r["assumptions"]]),
         "warnings": warnings,
     }
 
@@ -676,34 +795,45 @@ def parse_assume(values: list[str]) -> dict[str, tuple[int, int, int]]:
 
 def read_counts(config: dict, assume: dict[str, tuple[int, int, int]],
                 profile: Profile) -> tuple[dict[str, Counts], int]:
-    """Counts of every dataset (read from its file, or assumed), and how many downloads the run will need."""
+    """Counts of every dataset (read from its file, assumed, or, for a missing official LongMemEval file, its
+    published reference size), and how many downloads the run will need. Every missing dataset without a
+    stand-in is named in one error."""
     from .prepare import LOADERS
 
     unknown = sorted(set(assume) - set(config["datasets"]))
     if unknown:
         raise StageError(f"--assume: unknown datasets {unknown} (config datasets: {sorted(config['datasets'])})")
-    counts, downloads = {}, 0
+    question_chars = int(profile.assumptions["assumed_question_chars"].value)
+    answer_chars = int(profile.assumptions["assumed_answer_chars"].value)
+    counts, downloads, missing = {}, 0, []
     for name, spec in sorted(config["datasets"].items()):
         path = Path(spec["path"])
         source = spec.get("download")
         if name in assume:
             items, questions, chars = assume[name]
-            counts[name] = assumed_counts(spec["format"], items, questions, chars,
-                                          int(profile.assumptions["assumed_question_chars"].value),
-                                          int(profile.assumptions["assumed_answer_chars"].value))
+            counts[name] = assumed_counts(spec["format"], items, questions, chars, question_chars, answer_chars)
             downloads += int(bool(source) and not path.is_file())
             continue
         if not path.is_file():
+            ref = reference_for(spec)
+            if ref is not None:
+                counts[name] = reference_counts(spec, ref, question_chars, answer_chars)
+                downloads += int(bool(source))
+                continue
             hint = f"pass --assume {name}=ITEMS,QUESTIONS,CHARS to plan without it"
             if source:
-                raise StageError(f"datasets.{name}.path: {path} does not exist; it must be downloaded first "
-                                 f"(`snakemake --configfile CONFIG {path}` fetches it from {source['hf_dataset']}), "
-                                 f"or {hint}")
-            raise StageError(f"datasets.{name}.path: {path} does not exist; put the {spec['format']} file there, "
-                             f"or {hint}")
+                missing.append(f"datasets.{name}.path: {path} does not exist; it must be downloaded first "
+                               f"(`snakemake --configfile CONFIG {path}` fetches it from {source['hf_dataset']}), "
+                               f"or {hint}")
+            else:
+                missing.append(f"datasets.{name}.path: {path} does not exist; put the {spec['format']} file there, "
+                               f"or {hint}")
+            continue
         options = {k: spec.get(k) for k in ("limit", "sample", "seed", "question_types") if spec.get(k) is not None}
         docs, questions = LOADERS[spec["format"]](path, **options)
         counts[name] = count_dataset(docs, questions, str(path))
+    if missing:
+        raise StageError(f"{len(missing)} dataset(s) missing: " + "; ".join(missing))
     return counts, downloads
 
 
@@ -756,6 +886,14 @@ def render_text(plan: dict) -> str:
     lines.append(f"  {'other':<15}{sum(other.values()):>6}{0:>8}" + " " * 30 + f"{'-':>10}   "
                  + ", ".join(f"{k} {v}" for k, v in other.items()))
     lines += ["  " + "-" * (len(header) - 2), row("total", plan["total"])]
+    limited = [r for r in plan["stages"] if "runtime_limit_min" in r]
+    if limited:
+        lines += ["", f"longest job vs the profile's limit ({plan['runtime_limits']}):"]
+        for r in limited:
+            over = r["longest_job_hours"] * 60 > r["runtime_limit_min"]
+            limit_h = r["runtime_limit_min"] / 60
+            lines.append(f"  {r['stage']:<15}{r['longest_job_hours']:>8.2f} h  vs {limit_h:>6.1f} h  "
+                         f"{'OVER' if over else 'ok':<5} ({r['runtime_limit_key']})")
     lines += ["", f"throughput figures (profile {p['name']}; edit {p['file']}):"]
     for key, f in p["figures"].items():
         lines.append(f"  {key:<25}{f['value']:>8g}")
@@ -783,6 +921,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="tokens per character of text (default: the table's assumption, 0.25)")
     parser.add_argument("--assume", action="append", default=[], metavar="DATASET=ITEMS,QUESTIONS,CHARS",
                         help="plan a dataset without its file (e.g. before downloading it); repeatable")
+    parser.add_argument("--profile-dir",
+                        help=f"SLURM profile whose per-rule runtime limits the longest jobs are compared with "
+                             f"(default: {DEFAULT_PROFILE_DIR} when resources.gpu > 0; 'none' to skip)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="what to print")
     parser.add_argument("--out", help="also write the plan as JSON to this file")
     return parser
@@ -803,7 +944,30 @@ def plan(args: argparse.Namespace) -> dict:
     counts, downloads = read_counts(config, parse_assume(args.assume), profile)
     control = read_control(config)
     files = {"files": [args.base_config, *args.configfile], "throughput": args.throughput}
-    return build_plan(config, counts, control, profile, t, downloads=downloads, sources=files)
+    limits, limits_file = read_limits(args.profile_dir, config)
+    return build_plan(config, counts, control, profile, t, downloads=downloads, sources=files, limits=limits,
+                      limits_file=limits_file)
+
+
+def read_limits(profile_dir: str | None, config: dict) -> tuple[dict[str, tuple[float, str]], str]:
+    """The runtime limits of --profile-dir (explicit: must exist), or of profiles/slurm for a GPU config (if there)."""
+    if profile_dir in ("none", ""):
+        return {}, ""
+    explicit = profile_dir is not None
+    if not explicit:
+        if config["resources"]["gpu"] <= 0:
+            return {}, ""
+        profile_dir = DEFAULT_PROFILE_DIR
+    path = Path(profile_dir) / "config.yaml"
+    if not path.is_file():
+        if explicit:
+            raise StageError(f"{path}: not found (--profile-dir; 'none' skips the runtime limits)")
+        return {}, ""
+    profile = _read_yaml(path, "the SLURM profile")
+    try:
+        return stage_limits(profile), str(path)
+    except ValueError as exc:
+        raise StageError(f"{path}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
