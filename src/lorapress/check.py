@@ -27,7 +27,9 @@ from pathlib import Path
 import yaml
 
 from . import SUMMARY_LEVELS
+from .compress import PROMPT_RESERVE, context_needed, max_new_tokens
 from .io import StageError
+from .model import hub_dir_name
 from .memory import LINEAR_MODULES, ModelShape, engine_memory, sequences_that_fit, train_memory
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -39,8 +41,6 @@ SHIPPED_CONFIGS = {"Qwen/Qwen3-8B": "scripts/gpu_smoke/qwen3-8b-config.json"}
 # compatibility lets a build run on the major's first driver).
 MIN_DRIVER = {13: 580, 12: 525, 11: 450}
 TORCH_INDEX = "https://download.pytorch.org/whl"
-TOKENS_PER_CHAR = 0.25  # as config/throughput.yaml's assumption: ~4 characters per token
-TOKENS_PER_MESSAGE = 5  # a ChatML-style message wrapper, as config/throughput.yaml
 DECOMPOSE_RESERVE = 128  # decompose.py leaves this many tokens for the question and the template
 VLLM_GPU_SHARE = 0.9  # vLLM's default gpu_memory_utilization: the share of the GPU an engine takes
 # A training job's estimate must stay under this share of the GPU: the rest is for the CUDA context, the
@@ -222,11 +222,6 @@ def check_dtype(facts: Facts, config: dict) -> Check:
     return Check("gpu dtype", OK, f"model.dtype {dtype} on {facts.gpu_name} (compute capability {cc})")
 
 
-def hub_dir_name(hub_id: str, revision: str | None) -> str:
-    """Where `lorapress model --hub ID --revision REV` puts a hub model: <org>--<name>@<revision>."""
-    return f"{hub_id.replace('/', '--')}@{revision or 'main'}"
-
-
 def local_hub_copies(hub_id: str, revision: str | None, models: Path = HUB_MODELS) -> list[Path]:
     """Fetched copies of a hub model: the pinned revision's, or any revision's when none is pinned."""
     if revision:
@@ -281,17 +276,6 @@ def check_datasets(facts: Facts, config: dict) -> list[Check]:
     return out
 
 
-def level_overhead(level: dict) -> int:
-    """Tokens of a level's instructions around the text (the longer of prompt and retry prompt) + the message."""
-    chars = max(len(level.get(k) or "") for k in ("prompt", "retry_prompt"))
-    return math.ceil(max(0, chars - len("{text}")) * TOKENS_PER_CHAR) + TOKENS_PER_MESSAGE
-
-
-def reply_cap(source_tokens: int, target_trr: float, slack: float) -> int:
-    """compress.max_new_tokens: the budget plus slack."""
-    return max(8, math.ceil(source_tokens * (1.0 - target_trr / 100.0) * slack))
-
-
 def check_context(facts: Facts, config: dict) -> list[Check]:
     """A full piece (max_input_tokens) + instructions + the reply cap must fit max_model_len, per summary level;
     decompose needs a positive context budget."""
@@ -302,19 +286,20 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
         if variant not in SUMMARY_LEVELS:
             continue
         level = comp["levels"][variant]
-        prompt = n + level_overhead(level)
-        cap = reply_cap(n, level["target_trr"], slack)
+        # the same arithmetic as the config check that stops Snakemake before any job (compress.context_needed)
+        prompt = n + PROMPT_RESERVE
+        cap = max_new_tokens(n, level["target_trr"], slack)
         label = f"context {variant.split('_')[1]}"
         if prompt + cap <= max_len:
             out.append(Check(label, OK,
-                             f"prompt ≈ {prompt} + reply cap {cap} = {prompt + cap} <= max_model_len {max_len}"))
+                             f"prompt ≤ {prompt} + reply cap {cap} = {prompt + cap} <= max_model_len {max_len}"))
             continue
-        keep = (1 - level["target_trr"] / 100) * slack
-        fits = math.floor((max_len - level_overhead(level)) / (1 + keep))
-        while fits > 0 and fits + level_overhead(level) + reply_cap(fits, level["target_trr"], slack) > max_len:
+        fits = n
+        while fits > 0 and context_needed(fits, level["target_trr"], slack) > max_len:
             fits -= 1
         out.append(Check(label, FAIL, f"{variant}: a full piece of compression.max_input_tokens {n} (prompt ≈ {prompt} "
-                         f"tokens) + its reply cap ceil({n} × (1 − {level['target_trr']}/100) × {slack}) = {cap} is "
+                         f"tokens with its instructions) + its reply cap ceil({n} × (1 − {level['target_trr']}/100) × "
+                         f"{slack}) = {cap} is "
                          f"{prompt + cap} > model.max_model_len {max_len}",
                          f"raise model.max_model_len to >= {prompt + cap} or lower compression.max_input_tokens "
                          f"to <= {fits}"))
@@ -345,13 +330,18 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
     kw = dict(method=train["method"], rank=rank, targets=train["target_modules"], batch=train["batch_size"],
               length=train["max_length"], dropout=train["dropout"] > 0)
     plain, ckpt = train_memory(shape, checkpointing=False, **kw), train_memory(shape, checkpointing=True, **kw)
+    # as lorapress train decides it (TrainSettings.checkpointing): auto = on for qlora
+    checkpointing = train["gradient_checkpointing"] == "on" or (
+        train["gradient_checkpointing"] == "auto" and train["method"] == "qlora")
+    runs = ckpt if checkpointing else plain
     # the engine lorapress evaluate starts: max_loras + 1 slots (engine.py), every linear module wrapped
     engine = engine_memory(shape, max_num_seqs=gen["max_num_seqs"], max_model_len=config["model"]["max_model_len"],
                            max_loras=ev["max_loras"] + 1, max_lora_rank=max(16, rank))
     train_line = (f"train ({train['method']}, r{rank}, batch {train['batch_size']} × {train['max_length']}): "
                   f"{plain.total:.1f} GiB without gradient checkpointing (weights {plain.weights:.1f}, activations "
                   f"{plain.activations:.1f}, logits {plain.logits:.1f}, LoRA+AdamW {plain.lora:.2f}); "
-                  f"{ckpt.total:.1f} GiB with (lorapress train runs without)")
+                  f"{ckpt.total:.1f} GiB with (this config trains {'with' if checkpointing else 'without'} it: "
+                  f"train.gradient_checkpointing {train['gradient_checkpointing']})")
     fixed = engine.weights + engine.lora_slots
     engine_line = (f"vLLM engine: weights {engine.weights:.1f} + LoRA slots {engine.lora_slots:.2f} GiB; KV cache "
                    f"{engine.kv_cache:.1f} GiB for max_num_seqs {gen['max_num_seqs']} × max_model_len "
@@ -362,14 +352,13 @@ def check_memory(facts: Facts, config: dict, gpu_memory_gib: float | None = None
                 Check("memory vllm", WARN, engine_line + "; no GPU here to compare with",
                       "pass --gpu-memory-gib, or run this check on a GPU node")]
     out = []
-    # lorapress train does not enable gradient checkpointing: the estimate without it is the one that runs
     share = f"{TRAIN_GPU_SHARE:.0%} of {where}"
-    if plain.total <= TRAIN_GPU_SHARE * capacity:
+    if runs.total <= TRAIN_GPU_SHARE * capacity:
         out.append(Check("memory train", OK, f"{train_line}; fits {where}"))
     elif ckpt.total <= TRAIN_GPU_SHARE * capacity:
         out.append(Check("memory train", FAIL, f"{train_line}; over {share} without checkpointing",
-                         "lower train.batch_size (raise grad_accum to keep the batch) or max_length (lorapress "
-                         "train has no gradient-checkpointing switch yet)"))
+                         "set train.gradient_checkpointing: \"on\", or lower train.batch_size (raise grad_accum to "
+                         "keep the batch) or max_length"))
     else:
         out.append(Check("memory train", FAIL, f"{train_line}; over {share} even with checkpointing",
                          "lower train.batch_size/max_length, or use a GPU with more memory"))

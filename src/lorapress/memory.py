@@ -102,9 +102,9 @@ def weights_bf16_gib(shape: ModelShape) -> float:
     return gib(shape.params * BF16)
 
 
-def weights_nf4_gib(shape: ModelShape, *, upcast: bool = True) -> float:
-    """QLoRA base: linear layers in nf4 with double quantisation; the rest in fp32 (upcast by
-    prepare_model_for_kbit_training, as lorapress train does) or bf16 (upcast=False)."""
+def weights_nf4_gib(shape: ModelShape, *, upcast: bool = False) -> float:
+    """QLoRA base: linear layers in nf4 with double quantisation; the rest in bf16, as lorapress train keeps it
+    (upcast=True: fp32, as peft's prepare_model_for_kbit_training would make it)."""
     rest = (shape.embedding_params + shape.norm_params) * (FP32 if upcast else BF16)
     return gib(shape.linear_params * NF4_BYTES_PER_PARAM + rest)
 
@@ -186,7 +186,7 @@ class TrainMemory:
 
 def train_memory(shape: ModelShape, *, method: str, rank: int, targets, batch: int, length: int,
                  checkpointing: bool, dropout: bool = False) -> TrainMemory:
-    """One training job (qlora: nf4 base, fp32 upcast; lora: bf16 base)."""
+    """One training job (qlora: nf4 base, embeddings and norms in bf16; lora: bf16 base)."""
     weights = weights_nf4_gib(shape) if method == "qlora" else weights_bf16_gib(shape)
     return TrainMemory(weights=weights, lora=lora_train_gib(shape, rank, targets),
                        activations=activations_gib(shape, batch, length, checkpointing=checkpointing,

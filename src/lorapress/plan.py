@@ -399,15 +399,19 @@ def summary_tokens(items: tuple[Item, ...], level: dict, comp: dict, t: Tokens) 
 
 
 def stage_compress(config: dict, counts: dict[str, Counts], t: Tokens) -> Stage:
-    """One job per variant for all unsharded datasets (one engine start); a dataset in
-    compression.shards gets that many jobs per variant plus a gather. Only the generative
-    levels run a model (always vLLM); original_text and ext are CPU work, not costed."""
+    """One job per summary level for all unsharded datasets (one engine start); a dataset in
+    compression.shards gets that many jobs per level plus a gather. Only the levels run a model
+    (always vLLM); original_text and ext are one CPU job each for every dataset (compress_cpu),
+    not costed."""
     comp = config["compression"]
     shards = {d: n for d, n in comp["shards"].items() if n > 1}
     unsharded = [d for d in sorted(counts) if d not in shards]
     jobs = []
     for variant in comp["variants"]:
         generative = variant in SUMMARY_LEVELS
+        if not generative:
+            jobs.append(Job(gpu=False))  # compress_cpu
+            continue
         groups = [[counts[d].items for d in unsharded]] if unsharded else []
         for d in sorted(shards):
             groups += [[part] for part in shard_slices(counts[d].items, shards[d])]
@@ -674,7 +678,8 @@ def summarise(stage: Stage, profile: Profile, gpus_per_job: int) -> dict:
 
 # The rules whose jobs a stage's estimate describes (workflow/rules/*.smk); a stage's limit is the lowest of theirs.
 STAGE_RULES = {"compress": ("compress", "compress_shard"), "train": ("train",), "evaluate": ("evaluate",),
-               "judge": ("judge",), "judge_controls": ("judge_controls",), "decompose": ("decompose",)}
+               "judge": ("judge", "judge_endpoint"), "judge_controls": ("judge_controls", "judge_controls_endpoint"),
+               "decompose": ("decompose",)}
 DEFAULT_PROFILE_DIR = "profiles/slurm"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)?", re.IGNORECASE)
 _MINUTES = {"d": 1440.0, "h": 60.0, "m": 1.0, "min": 1.0, "s": 1 / 60, None: 1.0}
