@@ -291,3 +291,13 @@ def test_claims_read_not_significant_as_equivalent_or_too_small_to_see():
                              {"wiki": ["f1"]})
     l1 = next(c for c in claims if c["claim"] == "wiki_l1_vs_baseline")
     assert l1["verdict"] == "not significant" and l1["reading"].startswith("no evidence for a difference: too small")
+
+
+def test_report_reads_no_difference_as_equivalent_or_too_small_to_see():
+    from lorapress.report import if_no_difference
+
+    base = {"vs_baseline_p": 0.4, "vs_baseline_sig_holm": False, "vs_baseline_margin": 2.0, "vs_baseline_mdd": 3.456}
+    assert if_no_difference({**base, "vs_baseline_equivalent": True}, "vs_baseline") == "equivalent within ±2"
+    assert if_no_difference({**base, "vs_baseline_equivalent": False}, "vs_baseline") == \
+        "too small to see with these seeds (could not detect less than ±3.46)"
+    assert if_no_difference({**base, "vs_baseline_sig_holm": True}, "vs_baseline") == "–"
