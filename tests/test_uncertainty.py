@@ -130,7 +130,7 @@ def test_components_and_interval_by_hand():
     assert c.ms_residual == pytest.approx(0.5)
     variance = 1 / 3 + (0.5 - 0.5 / 3) / 2
     assert e["se"] == pytest.approx(np.sqrt(variance))
-    assert e["question_se"] == pytest.approx(np.std([1.5, 2.5], ddof=1) / np.sqrt(2))
+    assert e["question_se"] == question_se(arm) == pytest.approx(np.std([1.5, 2.5], ddof=1) / np.sqrt(2))
     half = e["ci_high"] - e["score"]
     assert stats.t.ppf(0.975, 2) * e["se"] > half > stats.norm.ppf(0.975) * e["se"]  # between t_2 and normal
 
