@@ -15,7 +15,8 @@ from lorapress.uncertainty import Bootstrap
 
 COLUMNS = ["dataset", "experiment", "condition", "rank", "items", "seed", "metric", "value", "n"]
 BOOT = Bootstrap(1000, 0.95, 0)
-SETTINGS = Settings(metrics=["f1"], n_resamples=1000, confidence=0.95, seed=0, inert_tolerance=1e-3)
+SETTINGS = Settings(metrics=["f1"], n_resamples=1000, confidence=0.95, seed=0, inert_tolerance=1e-3,
+                    equivalence_margins={"f1": 2.0})
 
 
 def row(condition, value, experiment="compression", rank=8, items="all", seed=0, metric="f1", dataset="wiki"):
@@ -210,7 +211,7 @@ def test_unknown_metric_is_one_clear_error(tmp_path):
     from lorapress.io import StageError
 
     with pytest.raises(StageError, match="none of the metrics \\['bleu'\\]"):
-        standalone(pd.DataFrame([row("baseline", 1.0)]), Settings(["bleu"], 100, 0.95, 0, 1e-3), None, None)
+        standalone(pd.DataFrame([row("baseline", 1.0)]), Settings(["bleu"], 100, 0.95, 0, 1e-3, {}), None, None)
 
 
 def test_settings_come_whole_from_the_config():
@@ -232,3 +233,74 @@ def test_best_condition_skips_conditions_without_a_score():
     assert best_condition(table, "f1") == {}
     table.loc[2, "score"] = 0.3
     assert best_condition(table, "f1")["condition"] == "ext"
+
+
+def seeded_study(effects: dict, seeds=3, questions=40, seed_sd=0.3, margins=None, rng_seed=5):
+    """Per-question f1 of the baseline (one run) and conditions with `seeds` seeds each."""
+    rng = np.random.default_rng(rng_seed)
+    shared = rng.normal(50, 10, questions)
+    records = []
+    for condition, effect in {"baseline": 0.0, **effects}.items():
+        for seed in range(1 if condition == "baseline" else seeds):
+            shift = 0.0 if condition == "baseline" else rng.normal(0, seed_sd)
+            for q, v in enumerate(shared + effect + shift + rng.normal(0, 1, questions)):
+                rank, items = (0, "0") if condition == "baseline" else (8, "all")
+                records.append({"dataset": "wiki", "condition": condition, "rank": rank, "items": items, "seed": seed,
+                                "question_set": "dataset", "question_id": f"q{q}", "question_type": "wiki",
+                                "abstention": False, "run_id": f"{condition}/{seed}", "metric": "f1", "value": v})
+    qs = pd.DataFrame(records)
+    runs = qs.groupby(["condition", "rank", "items", "seed"], as_index=False)["value"].mean()
+    scores = runs.assign(dataset="wiki", experiment="compression", metric="f1", n=questions)[COLUMNS]
+    return Study(scores, "wiki", BOOT, qs, margins=margins), qs
+
+
+def test_tables_carry_variance_components_mdd_and_equivalence():
+    study, qs = seeded_study({"original_text": 0.0, "summ_l1_slight": 5.0}, margins={"f1": 2.0})
+    table = by_condition(compression_table(study, ["f1"]))
+    orig = table.loc["original_text"]
+    per_question = qs[qs["condition"] == "original_text"].groupby("question_id")["value"].mean()
+    assert orig["question_se"] == pytest.approx(per_question.std(ddof=1) / np.sqrt(40))
+    runs = qs[qs["condition"] == "original_text"].groupby("seed")["value"].mean()
+    assert orig["seed_sd"] == pytest.approx(runs.std(ddof=1))
+    # MDD: Holm's first step over the 2 vs-baseline comparisons (the baseline's own row has none)
+    from scipy import stats
+    expected = (stats.t.ppf(1 - 0.05 / 4, orig["vs_baseline_df"]) + stats.t.ppf(0.8, orig["vs_baseline_df"])) \
+        * orig["vs_baseline_se"]
+    assert orig["vs_baseline_mdd"] == pytest.approx(expected)
+    assert np.isnan(table.loc["baseline", "vs_baseline_mdd"])
+    # the null condition: not significant; equivalent within ±2 f1 points only if its 90% interval is inside
+    low = orig["vs_baseline_diff"] - stats.t.ppf(0.95, orig["vs_baseline_df"]) * orig["vs_baseline_se"]
+    high = orig["vs_baseline_diff"] + stats.t.ppf(0.95, orig["vs_baseline_df"]) * orig["vs_baseline_se"]
+    assert orig["vs_baseline_equivalent"] == (-2 < low and high < 2)
+    assert table.loc["summ_l1_slight", "vs_baseline_equivalent"] is False  # 5 points off: not within ±2
+    assert table.loc["summ_l1_slight", "vs_baseline_margin"] == 2.0
+    assert table.loc["baseline", "vs_baseline_equivalent"] is None
+
+
+def test_claims_read_not_significant_as_equivalent_or_too_small_to_see():
+    from lorapress.claims import evaluate_claims
+
+    study, _ = seeded_study({"original_text": 0.0, "summ_l1_slight": 0.0}, seed_sd=0.05, margins={"f1": 2.0})
+    table = compression_table(study, ["f1"])
+    claims = evaluate_claims({("compression", "wiki"): table}, {"wiki": "wiki"}, {"wiki": ["f1"]})
+    l1 = next(c for c in claims if c["claim"] == "wiki_l1_vs_baseline")
+    row = by_condition(table).loc["summ_l1_slight"]
+    assert l1["verdict"] == "not significant" and l1["mdd"] == pytest.approx(row["vs_baseline_mdd"])
+    assert l1["reading"] == ("no evidence for a difference; equivalent within ±2" if row["vs_baseline_equivalent"]
+                             else f"no evidence for a difference: too small to see with these seeds (could not "
+                                  f"detect less than ±{row['vs_baseline_mdd']:.3g})")
+    wide, _ = seeded_study({"original_text": 0.0, "summ_l1_slight": 0.0}, seed_sd=3.0, margins={"f1": 2.0})
+    claims = evaluate_claims({("compression", "wiki"): compression_table(wide, ["f1"])}, {"wiki": "wiki"},
+                             {"wiki": ["f1"]})
+    l1 = next(c for c in claims if c["claim"] == "wiki_l1_vs_baseline")
+    assert l1["verdict"] == "not significant" and l1["reading"].startswith("no evidence for a difference: too small")
+
+
+def test_report_reads_no_difference_as_equivalent_or_too_small_to_see():
+    from lorapress.report import if_no_difference
+
+    base = {"vs_baseline_p": 0.4, "vs_baseline_sig_holm": False, "vs_baseline_margin": 2.0, "vs_baseline_mdd": 3.456}
+    assert if_no_difference({**base, "vs_baseline_equivalent": True}, "vs_baseline") == "equivalent within ±2"
+    assert if_no_difference({**base, "vs_baseline_equivalent": False}, "vs_baseline") == \
+        "too small to see with these seeds (could not detect less than ±3.46)"
+    assert if_no_difference({**base, "vs_baseline_sig_holm": True}, "vs_baseline") == "–"

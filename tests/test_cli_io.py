@@ -37,7 +37,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
-SETTINGS = '{"metrics": ["f1"], "n_resamples": 200, "confidence": 0.95, "seed": 0, "inert_tolerance": 0.001}'
+SETTINGS = ('{"metrics": ["f1"], "n_resamples": 200, "confidence": 0.95, "seed": 0, "inert_tolerance": 0.001, '
+            '"equivalence_margins": {"f1": 2.0}}')
 
 
 def test_aggregate_runs_on_its_own(tmp_path):

@@ -69,3 +69,20 @@ def test_a_rank_without_data_is_never_recommended():
     assert fit["dropped_ranks"] == [64] and {b["best_rank"] for b in fit["bands"]} == {16}
     grid.pop(4)
     assert recommend(grid, reps, 0.95)["available"] is False
+
+
+def test_a_band_without_a_measured_level_is_interpolated():
+    """Levels 0, 60 and 86: the 30-60 band holds none of them (60 belongs to 60-80), so its answer comes
+    from the fitted lines alone; 0-30, 60-80 and 80-100 each hold one."""
+    fit = recommend(*grid_of(lambda r, t: r / 10, (4, 16), replicate_sd=0.01), 0.95)
+    flags = {b["trr_band"]: b["interpolated"] for b in fit["bands"]}
+    assert flags == {"0-30": False, "30-60": True, "60-80": False, "80-100": False}
+
+
+def test_no_rank_difference_within_the_margin_is_called_equivalent():
+    flat = lambda r, t: 3.0  # noqa: E731
+    tight = recommend(*grid_of(flat, (4, 16), replicate_sd=0.005), 0.95, margin=0.1)
+    assert all(b["verdict"] == f"{NO_EVIDENCE}; equivalent within ±0.1" and b["equivalent"] for b in tight["bands"])
+    loose = recommend(*grid_of(flat, (4, 16), replicate_sd=0.2), 0.95, margin=0.1)
+    assert all(b["verdict"] == NO_EVIDENCE and b["equivalent"] is False for b in loose["bands"])
+    assert all(b["equivalent"] is None for b in recommend(*grid_of(flat, (4, 16), replicate_sd=0.005), 0.95)["bands"])

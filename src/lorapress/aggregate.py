@@ -5,9 +5,10 @@ Layers, each usable on its own:
    long-format `scores.csv` (dataset, experiment, condition, rank, items, seed, metric, value, n);
 2. `Study`: a dataset's cells. A cell is a (condition, rank, items) of one experiment, its
    replicates the experiment's runs of it (its seeds). Its score carries a two-stage
-   bootstrap interval (seeds, then questions: see `uncertainty`); a difference between cells
-   is paired on the questions both have, estimate and interval alike, with raw and
-   Holm-adjusted significance within its table;
+   interval with t tails at the seed level and paired questions (see `uncertainty`); a
+   difference between cells is paired on the questions both have, estimate and interval alike,
+   with raw and Holm-adjusted significance within its table, the smallest difference it could
+   detect (`_mdd`) and, where a "no difference" is in question, an equivalence test (`_equivalent`);
 3. the tables (compression, capacity, rank x items, rank x compression), one row per cell and
    metric, and `summary.json` (best condition, capacity peak and knee with their intervals,
    the fitted rank recommendation, inert adapters, self-checks, judge controls, claims).
@@ -33,7 +34,7 @@ from .diagnostics import judge_controls, run_diagnostics
 from .experiments import Run
 from .judge import LME_TYPES
 from .io import StageError, atomic_path, parse_json_arg, read_json, read_jsonl, write_json
-from .uncertainty import Bootstrap, argmax_interval, difference, estimate, holm, replicate_means
+from .uncertainty import Bootstrap, argmax_interval, difference, equivalent, estimate, holm, mdd, replicate_means
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,13 @@ class Study:
     """One dataset's runs: cells per experiment, their per-question values, their uncertainty."""
 
     def __init__(self, scores: pd.DataFrame, dataset: str, boot: Bootstrap, qs: pd.DataFrame | None = None,
-                 n_items: int | None = None):
+                 n_items: int | None = None, margins: dict | None = None):
         part = scores[scores["dataset"] == dataset].copy()
         base = part["condition"] == BASELINE  # a baseline's rank and items may be blank (another study's file)
         part["rank"] = pd.to_numeric(part["rank"].where(~base, 0), errors="coerce").fillna(0).astype(int)
         part["items"] = part["items"].astype(object).where(~base, "0").map(items_key)
         self.dataset, self.scores, self.boot, self.n_items = dataset, part, boot, n_items
+        self.margins = margins or {}
         self.qs = None
         if qs is not None and len(qs):
             q = qs[qs["dataset"] == dataset].copy()
@@ -251,6 +253,17 @@ class Study:
     def metric_of(self, metric: str) -> str:
         return resolve_metric(metric, self.question_types)
 
+    def margin(self, metric: str) -> float | None:
+        """The equivalence margin of a table metric (config `aggregate.equivalence_margins`, which may name
+        it directly or by its alias: `judge` for judge_score and judge_accuracy; a control metric takes its
+        main metric's)."""
+        control = {v: k for k, v in CONTROL_METRICS.items()}
+        for name in (metric, control.get(metric),
+                     *(alias for alias, names in ALIASES.items() if metric in names)):
+            if name in self.margins:
+                return float(self.margins[name])
+        return None
+
     # -- the (seeds, questions) matrix of a cell
     def questions(self, metric: str) -> list[str]:
         return ["run"] if self.qs is None else self._questions.get(metric, [])
@@ -276,12 +289,14 @@ class Study:
         values = self.replicates(experiment, cell, metric)["value"].astype(float)
         if arm.size == 0:
             out = {"score": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_questions": 0,
-                   "n_seeds": 0}
+                   "n_seeds": 0, "question_se": float("nan")}
         else:
             out = estimate(arm, self.boot, (self.dataset, experiment, cell, metric, _key(only)))
             if self.qs is None and arm.shape[0] == 1:  # one value, no questions: nothing to resample
                 out["ci_low"] = out["ci_high"] = float("nan")
         out["seed_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        if self.qs is None:  # run-level scores: no questions to spread
+            out["question_se"] = float("nan")
         return out
 
     def diff(self, experiment: str, a: Cell, b: Cell, metric: str, only: set[str] | None = None) -> dict:
@@ -290,12 +305,14 @@ class Study:
         arm_a, arm_b = self.arm(experiment, a, metric, only), self.arm(experiment, b, metric, only)
         nan = float("nan")
         if arm_a.size == 0 or arm_b.size == 0:
-            return {"diff": nan, "pct": nan, "ci_low": nan, "ci_high": nan, "p": nan, "n_questions": 0}
+            return {"diff": nan, "pct": nan, "ci_low": nan, "ci_high": nan, "p": nan, "n_questions": 0,
+                    "se": nan, "df": nan, "tost_low": nan, "tost_high": nan, "margin": self.margin(metric)}
         out = difference(arm_a, arm_b, self.boot, (self.dataset, experiment, a, b, metric, _key(only)))
         if self.qs is None:
             out["n_questions"] = 0
             if arm_a.shape[0] < 2 and arm_b.shape[0] < 2:
-                out.update(ci_low=nan, ci_high=nan, p=nan)
+                out.update(ci_low=nan, ci_high=nan, p=nan, se=nan, df=nan, tost_low=nan, tost_high=nan)
+        out["margin"] = self.margin(metric)
         return out
 
 
@@ -305,14 +322,26 @@ def _key(only):
 
 # ---------------------------------------------------------------- 3. tables
 def _score_columns(score: dict) -> dict:
-    return {k: score[k] for k in ("score", "ci_low", "ci_high", "seed_sd", "n_seeds", "n_questions")}
+    """`seed_sd`: the sd of the cell's run scores (how far one seed's adapter lands from another's);
+    `question_se`: the sd of its per-question seed-averaged scores / sqrt(Q) (how far other questions
+    would move the score)."""
+    return {k: score.get(k, float("nan")) for k in ("score", "ci_low", "ci_high", "seed_sd", "question_se", "n_seeds",
+                                                    "n_questions")}
 
 
 def _diff_columns(prefix: str, d: dict, pct: bool = True) -> dict:
+    """A comparison's columns. `_se`/`_df` feed `_mdd` (set per family in `_holm_columns`); `_equivalent`:
+    TOST within ±margin (the (1 − 2α) interval inside it; None without a margin or an interval)."""
     columns = {f"{prefix}_diff": d["diff"], f"{prefix}_ci_low": d["ci_low"], f"{prefix}_ci_high": d["ci_high"]}
     if pct:
         columns[f"{prefix}_pct"] = d["pct"]
     columns.update({f"{prefix}_p": d["p"], f"{prefix}_sig": None if d["p"] != d["p"] else bool(d["p"] < ALPHA)})
+    no_comparison = d["p"] != d["p"]
+    margin = d.get("margin")
+    columns.update({f"{prefix}_se": d.get("se", float("nan")), f"{prefix}_df": d.get("df", float("nan")),
+                    f"{prefix}_margin": margin if margin is not None else float("nan"),
+                    f"{prefix}_equivalent": None if no_comparison else equivalent(
+                        d.get("tost_low", float("nan")), d.get("tost_high", float("nan")), margin)})
     return columns
 
 
@@ -320,16 +349,24 @@ ALPHA = 0.05  # set from the bootstrap's confidence level by `aggregate`
 
 
 def _holm_columns(table: pd.DataFrame, prefixes: list[str], family: list[str]) -> pd.DataFrame:
-    """`{prefix}_sig_holm`: Holm-adjusted flags within each family (a metric's column of comparisons)."""
+    """`{prefix}_sig_holm`: Holm-adjusted flags within each family (a metric's column of comparisons);
+    `{prefix}_mdd`: the smallest difference each comparison detects with 80% power at the family's
+    level after Holm, taken at Holm's first (strictest) step, α/m for m comparisons."""
     for prefix in prefixes:
         column = f"{prefix}_p"
         if column not in table:
             continue
         flags = pd.Series([None] * len(table), index=table.index, dtype=object)
+        smallest = pd.Series(float("nan"), index=table.index)
         for _, part in table.groupby(family, sort=False):
             for index, flag in zip(part.index, holm(part[column].tolist(), ALPHA)):
                 flags[index] = flag
+            m = int(part[column].notna().sum())
+            for index, r in part.iterrows():
+                if r[column] == r[column]:
+                    smallest[index] = mdd(r[f"{prefix}_se"], r[f"{prefix}_df"], ALPHA, m)
         table.insert(table.columns.get_loc(f"{prefix}_sig") + 1, f"{prefix}_sig_holm", flags)
+        table.insert(table.columns.get_loc(f"{prefix}_sig_holm") + 1, f"{prefix}_mdd", smallest)
     return table
 
 
@@ -540,7 +577,7 @@ def rank_recommendation(study: Study, metric: str, trr: dict | None) -> dict:
     for (r, t), s, rep in zip(keys, point, reps):
         grid.setdefault(r, {})[t] = s
         replicates.setdefault(r, {})[t] = rep
-    return {"metric": metric, **recommend(grid, replicates, study.boot.confidence)}
+    return {"metric": metric, **recommend(grid, replicates, study.boot.confidence, margin=study.margin(metric))}
 
 
 def best_condition(table: pd.DataFrame, metric: str) -> dict:
@@ -599,6 +636,7 @@ class Settings:
     confidence: float
     seed: int
     inert_tolerance: float
+    equivalence_margins: dict  # metric (or alias) -> δ: "no difference" means within ±δ (TOST)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Settings":
@@ -638,7 +676,8 @@ def summarise_dataset(study: Study, tables: dict[str, pd.DataFrame], settings: S
     summary = {"kind": dataset_kind(study.question_types), "metrics": metrics, "headline": metrics[0] if metrics else None,
                "n_seeds": n_seeds,
                "seed_note": ("one seed: every interval is conditional on the trained adapter (only questions vary)"
-                             if n_seeds <= 1 else f"{n_seeds} seeds: intervals resample seeds, then questions")}
+                             if n_seeds <= 1 else f"{n_seeds} seeds: intervals are t intervals over seeds (with "
+                             f"{n_seeds - 1} degrees of freedom at that level) and paired questions")}
     compression = tables.get("compression", pd.DataFrame())
     summary["best_condition"] = {m: best_condition(compression, m) for m in metrics} if len(compression) else {}
     if "capacity" in tables and len(tables["capacity"]):
@@ -707,7 +746,7 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
         main = answers[(answers["question_set"] == "dataset")].drop_duplicates("question_id")
         question_items = dict(zip(main["question_id"], main["item_ids"]))
         trr_of = trr_by_variant(trr, dataset)
-        study = Study(scores, dataset, boot, qs, n_items=len(item_order))
+        study = Study(scores, dataset, boot, qs, n_items=len(item_order), margins=settings.equivalence_margins)
         tables = tables_for(study, settings, trr_of, question_items, item_order)
         for name, table in tables.items():
             out["tables"][(name, dataset)] = table
@@ -772,7 +811,7 @@ def standalone(scores: pd.DataFrame, settings: Settings, qs: pd.DataFrame | None
         raise StageError(f"scores table lacks columns {sorted(missing)}")
     out = {"tables": {}, "summary": {}}
     for dataset in sorted(scores["dataset"].unique()):
-        study = Study(scores, dataset, settings.bootstrap, qs)
+        study = Study(scores, dataset, settings.bootstrap, qs, margins=settings.equivalence_margins)
         resolved = table_metrics(study, settings.metrics)
         if not resolved:
             raise StageError(f"{dataset}: none of the metrics {settings.metrics} is in the scores table; present: "

@@ -6,6 +6,10 @@ cells of a table, and its verdict comes from the interval of that difference (Ho
 where the table adjusts): *supported* (the interval lies on the claimed side of zero),
 *contradicted* (it lies on the other side), or *not significant* (it spans zero). Where this
 run lacks a cell (a variant, a grid or a dataset switched off) the claim is *not tested*.
+A *not significant* verdict is read further (`reading`): "equivalent within ±δ" when the
+(1 − 2α) interval lies inside the metric's equivalence margin (TOST), else "too small to see
+with these seeds" with the smallest difference the comparison could detect (MDD, 80% power
+at the table's Holm-adjusted level): absence of evidence is not evidence of absence.
 The study's own replicate runs of one setting scored 3.222, 3.227, 3.237 and 3.259 on its 1-5
 judge scale: a run-to-run spread of 0.037, as large as several of the differences it reports.
 """
@@ -61,7 +65,28 @@ def _compression(table: pd.DataFrame, metric: str, a: str, b: str) -> dict | Non
         return None
     sig = row.get(f"{prefix}_sig_holm")
     return {"estimate": row[f"{prefix}_diff"], "ci_low": row[f"{prefix}_ci_low"], "ci_high": row[f"{prefix}_ci_high"],
-            "holm": sig, "compared": f"{a} − {b}"}
+            "holm": sig, "compared": f"{a} − {b}", **_detail(row, prefix)}
+
+
+def _detail(row: pd.Series, prefix: str) -> dict:
+    """MDD, margin and equivalence of a table row's comparison (absent columns: None)."""
+    def get(name):
+        value = row.get(f"{prefix}_{name}")
+        return None if value is None or (isinstance(value, float) and value != value) else value
+
+    return {"mdd": get("mdd"), "margin": get("margin"), "equivalent": get("equivalent")}
+
+
+def reading(entry: dict) -> str | None:
+    """What a verdict says in words; for 'not significant', equivalence or the detectable size."""
+    if entry.get("verdict") != "not significant":
+        return None
+    if entry.get("equivalent"):
+        return f"no evidence for a difference; equivalent within ±{entry['margin']:g}"
+    if entry.get("mdd") is not None:
+        return (f"no evidence for a difference: too small to see with these seeds (could not detect less than "
+                f"±{entry['mdd']:.3g})")
+    return "no evidence for a difference"
 
 
 def _capacity(table: pd.DataFrame, metric: str) -> dict | None:
@@ -88,7 +113,7 @@ def _rank(table: pd.DataFrame, metric: str, condition: str) -> dict | None:
     low_rank, top = rows.iloc[0], rows.iloc[-1]
     return {"estimate": low_rank["vs_top_rank_diff"], "ci_low": low_rank["vs_top_rank_ci_low"],
             "ci_high": low_rank["vs_top_rank_ci_high"], "holm": low_rank.get("vs_top_rank_sig_holm"),
-            "compared": f"r={int(low_rank['rank'])} − r={int(top['rank'])}"}
+            "compared": f"r={int(low_rank['rank'])} − r={int(top['rank'])}", **_detail(low_rank, "vs_top_rank")}
 
 
 def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str, str], metrics: dict[str, list[str]],
@@ -122,7 +147,9 @@ def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str
                 else:
                     entry.update({k: found[k] for k in ("estimate", "ci_low", "ci_high", "compared")},
                                  verdict=verdict(found["ci_low"], found["ci_high"], sign),
-                                 holm_significant=found.get("holm"))
+                                 holm_significant=found.get("holm"),
+                                 **{k: found.get(k) for k in ("mdd", "margin", "equivalent")})
+                    entry["reading"] = reading(entry)
                 out.append(entry)
     return out
 

@@ -931,10 +931,86 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                              f"(default: {DEFAULT_PROFILE_DIR} when resources.gpu > 0; 'none' to skip)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="what to print")
     parser.add_argument("--out", help="also write the plan as JSON to this file")
+    design = parser.add_argument_group("study design (lorapress.design): seeds and questions per claim")
+    design.add_argument("--design", action="store_true",
+                        help="plan seeds and questions that detect each seed-study claim, from a pilot")
+    design.add_argument("--pilot", help="a pilot's per-question scores (results/tables/question_scores.csv)")
+    design.add_argument("--power", type=float, default=0.8, help="power wanted per claim (default 0.8)")
+    design.add_argument("--metric", help="metric to plan on (default: the config's headline, aggregate.metrics[0])")
+    design.add_argument("--max-seeds", type=int, default=20, help="most seeds considered (default 20)")
     return parser
 
 
-def plan(args: argparse.Namespace) -> dict:
+def scaled_counts(counts: Counts, questions: int) -> Counts:
+    """A dataset sized to `questions` questions: items and questions repeated (or cut) in proportion,
+    i.e. the same questions per item and the same item and question lengths as the dataset at hand."""
+    factor = questions / max(1, len(counts.questions))
+    n_items = max(1, round(len(counts.items) * factor))
+    items = tuple(counts.items[k % len(counts.items)] for k in range(n_items))
+    qs = tuple(counts.questions[k % len(counts.questions)] for k in range(questions))
+    return Counts(items, qs, f"{counts.source}, scaled to {questions} questions and {n_items} items")
+
+
+def design(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """Seeds and questions per claim from the pilot, each design costed with `build_plan`: train.seeds
+    set to that many seeds and the claim's dataset scaled to that many questions (the other datasets as
+    the config has them)."""
+    import pandas as pd
+
+    from . import design as planner
+    from .aggregate import dataset_kind, resolve_metric
+
+    if not args.pilot:
+        raise StageError("--design needs --pilot (a pilot's question_scores.csv)")
+    if not 0 < args.power < 1:
+        raise StageError(f"--power: must lie between 0 and 1, got {args.power}")
+    config, profile, t, counts, control, _ = _inputs(args)
+    pilot = pd.read_csv(args.pilot)
+    missing = {"dataset", "condition", "rank", "items", "seed", "question_id", "metric", "value"} - set(pilot.columns)
+    if missing:
+        raise StageError(f"--pilot {args.pilot}: lacks columns {sorted(missing)}")
+    types = {d: sorted(part.loc[part.get("question_set", pd.Series("dataset", index=part.index)) == "dataset",
+                                "question_type"].dropna().unique()) if "question_type" in part else []
+             for d, part in pilot.groupby("dataset")}
+    unknown = sorted(set(types) - set(counts))
+    if unknown:
+        raise StageError(f"--pilot: datasets {unknown} are not in the config (config datasets: {sorted(counts)})")
+    metric = args.metric or config["aggregate"]["metrics"][0]
+
+    def gpu_hours(dataset: str, seeds: int, questions: int) -> float:
+        sized = copy.deepcopy(config)
+        sized["train"]["seeds"] = list(range(seeds))
+        resized = {**counts, dataset: scaled_counts(counts[dataset], questions)}
+        return build_plan(sized, resized, control, profile, t)["total"]["gpu_hours"]
+
+    # GPU-hours are close to bilinear in seeds and questions (training and answers grow with both, the
+    # summaries with questions only): four plans per dataset fix the surface the search compares designs
+    # on; the chosen design's hours are then planned in full.
+    surfaces: dict = {}
+
+    def cost(dataset: str, seeds: int, questions: int) -> float:
+        if dataset not in surfaces:  # hours = a + b·x + c·s + d·s·x, x = questions / the dataset's
+            q0 = len(counts[dataset].questions)
+            h = {(s, x): gpu_hours(dataset, s, x * q0) for s in (1, 2) for x in (1, 2)}
+            d = h[2, 2] - h[2, 1] - h[1, 2] + h[1, 1]
+            c, b = h[2, 1] - h[1, 1] - d, h[1, 2] - h[1, 1] - d
+            surfaces[dataset] = (q0, h[1, 1] - b - c - d, b, c, d)
+        q0, a, b, c, d = surfaces[dataset]
+        x = questions / q0
+        return a + b * x + c * seeds + d * seeds * x
+
+    alpha = 1 - config["aggregate"]["confidence"]
+    rows = planner.design_claims(pilot, lambda d: resolve_metric(metric, types[d]), lambda d: dataset_kind(types[d]),
+                                 wanted=args.power, alpha=alpha, max_seeds=args.max_seeds, cost=cost,
+                                 final_cost=lambda d, s, q: gpu_hours(d, s, q))
+    note = ("\nGPU-h: the whole config's GPU-hours (lorapress plan) with train.seeds = that many seeds and the "
+            "claim's dataset scaled to that many questions (items in proportion, lengths as the dataset's); "
+            f"the other datasets as configured. Today's config: {len(config['train']['seeds'])} seeds.")
+    return rows, planner.render(rows, args.power) + note
+
+
+def _inputs(args: argparse.Namespace):
+    """Config, throughput profile, token assumptions, dataset counts and control questions of a plan."""
     config, _ = load_config(args.base_config, args.configfile)
     profile = load_throughput(args.throughput, args.profile, config["resources"]["gpu"] > 0)
     a = profile.assumptions
@@ -948,6 +1024,11 @@ def plan(args: argparse.Namespace) -> dict:
                retry_share=a["retry_share"].value, answer_fill=a["answer_fill"].value, sources=sources)
     counts, downloads = read_counts(config, parse_assume(args.assume), profile)
     control = read_control(config)
+    return config, profile, t, counts, control, downloads
+
+
+def plan(args: argparse.Namespace) -> dict:
+    config, profile, t, counts, control, downloads = _inputs(args)
     files = {"files": [args.base_config, *args.configfile], "throughput": args.throughput}
     limits, limits_file = read_limits(args.profile_dir, config)
     return build_plan(config, counts, control, profile, t, downloads=downloads, sources=files, limits=limits,
@@ -977,6 +1058,12 @@ def read_limits(profile_dir: str | None, config: dict) -> tuple[dict[str, tuple[
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.design:
+        rows, text = design(args)
+        if args.out:
+            write_json(args.out, rows)
+        sys.stdout.write((json.dumps(rows, indent=2, ensure_ascii=False) if args.format == "json" else text) + "\n")
+        return
     result = plan(args)
     if args.out:
         write_json(args.out, result)

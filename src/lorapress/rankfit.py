@@ -6,9 +6,11 @@ say). In each TRR band that the measured grid reaches, the recommended rank is t
 the highest predicted score, and the rank effect is its lead over the runner-up. Both are
 refitted on every bootstrap replicate of the grid's cell scores (questions and seeds
 resampled, paired across cells), so the effect carries an interval; when that interval
-spans zero the answer is "no evidence for a rank difference", not a coin flip. A rank with
-fewer than two measured TRR levels is left out, and bands beyond the measured TRR range
-get no recommendation.
+spans zero the answer is "no evidence for a rank difference", not a coin flip, and when
+the effect's (1 − 2α) interval lies within ±δ (the metric's equivalence margin) it adds
+"equivalent within ±δ" (TOST). A rank with fewer than two measured TRR levels is left out,
+bands beyond the measured TRR range get no recommendation, and a band inside the range that
+holds no measured TRR level is answered from the fitted lines alone (`interpolated`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def band_points(measured: list[float]) -> list[tuple[str, float]]:
 
 
 def recommend(grid: dict[int, dict[float, float]], replicates: dict[int, dict[float, np.ndarray]],
-              confidence: float) -> dict:
-    """`grid`: rank -> {TRR: score}; `replicates`: rank -> {TRR: bootstrap replicates of that score}."""
+              confidence: float, margin: float | None = None) -> dict:
+    """`grid`: rank -> {TRR: score}; `replicates`: rank -> {TRR: bootstrap replicates of that score};
+    `margin`: the equivalence margin δ of the metric (None: no equivalence test)."""
     usable = {r: pts for r, pts in grid.items() if len([t for t, s in pts.items() if s == s]) >= 2}
     dropped = sorted(set(grid) - set(usable))
     if len(usable) < 2:
@@ -67,6 +70,7 @@ def recommend(grid: dict[int, dict[float, float]], replicates: dict[int, dict[fl
     r2 = 1 - float(((observed - fitted) ** 2).sum()) / ss_tot if ss_tot else float("nan")
 
     bands = []
+    bounds = dict((f"{lo}-{hi}", (lo, hi)) for lo, hi in TRR_BANDS)
     for band, t in band_points(measured):
         predicted = {r: point[r][0] + point[r][1] * t for r in ranks}
         order = sorted(ranks, key=lambda r: -predicted[r])
@@ -76,11 +80,18 @@ def recommend(grid: dict[int, dict[float, float]], replicates: dict[int, dict[fl
         winners = np.array([max(ranks, key=lambda r, rep=rep: rep[r][0] + rep[r][1] * t) for rep in reps])
         low, high = interval(effects, confidence)
         evidence = bool(low > 0)
+        tost_low, tost_high = interval(effects, 1 - 2 * (1 - confidence))
+        same = None if margin is None else bool(-margin < tost_low and tost_high < margin)
+        verdict = f"r={best}" if evidence else NO_EVIDENCE + (f"; equivalent within ±{margin:g}" if same else "")
+        lo, hi = bounds[band]
         bands.append({
             "trr_band": band, "trr_at": t, "predicted_scores": predicted, "best_rank": best, "runner_up": runner_up,
             "rank_effect": predicted[best] - predicted[runner_up], "rank_effect_ci_low": low,
             "rank_effect_ci_high": high, "best_rank_share": float(np.mean(winners == best)),
-            "recommended_rank": best if evidence else None, "verdict": f"r={best}" if evidence else NO_EVIDENCE,
+            "recommended_rank": best if evidence else None, "verdict": verdict,
+            "equivalent": same, "margin": margin,
+            # no measured TRR level inside the band: its answer comes from the fitted lines alone
+            "interpolated": not any(lo <= m < hi or (hi == 100 and m == 100) for m in measured),
         })
     return {
         "available": True,

@@ -136,7 +136,28 @@ def note(text: str) -> str:
 
 SIG_NOTE = ("Differences are points of the metric with their 95% interval and, in brackets, % of the reference; "
             "* = the interval excludes zero; † = still significant after Holm's adjustment for the comparisons in "
-            "its table.")
+            "its table. With several seeds an interval is a t interval: seeds known to S − 1 degrees of freedom, "
+            "questions paired; with one seed it is conditional on that adapter (questions resampled). "
+            "<b>seed sd</b>: how far one seed's run lands from another's. "
+            "<b>question se</b>: how far other questions of the same kind would move the score. "
+            "<b>if no difference</b>: for a comparison not significant after Holm, either <i>equivalent within "
+            "±δ</i> (its 90% interval lies inside the metric's margin δ, config aggregate.equivalence_margins) or "
+            "<i>too small to see with these seeds</i>: it could not detect less than ±MDD, the smallest difference "
+            "found with 80% power at α/m, Holm's first step over the table's m comparisons.")
+
+
+def if_no_difference(row, prefix: str, digits: int = 2) -> str:
+    """'equivalent within ±δ' or 'could not detect less than ±MDD' for a comparison not significant
+    after Holm; '–' where it is significant or there is no comparison (absence of evidence is not evidence
+    of absence: the two readings keep them apart)."""
+    if num(row.get(f"{prefix}_p")) == "–" or is_true(row.get(f"{prefix}_sig_holm")):
+        return "–"
+    if is_true(row.get(f"{prefix}_equivalent")):
+        return f"equivalent within ±{row[f'{prefix}_margin']:g}"
+    smallest = row.get(f"{prefix}_mdd")
+    if num(smallest, digits) == "–":
+        return "no evidence for a difference"
+    return f"too small to see with these seeds (could not detect less than ±{num(smallest, digits)})"
 
 
 # ---------------------------------------------------------------- sections
@@ -195,13 +216,17 @@ def claims_section(summary: dict) -> str:
         value = c["verdict"]
         if c.get("estimate") is not None:
             value += f": {with_ci(c['estimate'], c['ci_low'], c['ci_high'], 3, True)}"
+        if c.get("reading"):  # not significant: equivalent within ±δ, or too small to see (MDD)
+            value += f" — {c['reading']}"
         row[label(c["metric"]) if c.get("metric") else "this run"] = value
     rows = list(rows.values())
     spread = summary.get("paper_replicate_spread", {})
     return section("claims", "What these runs support", note(
         "Each published claim becomes a difference between two cells of this run's tables. <b>supported</b>: its "
         "95% interval lies on the claimed side of zero; <b>contradicted</b>: on the other side; <b>not "
-        "significant</b>: it spans zero; <b>not tested</b>: this run lacks the cells. The claims carried no "
+        "significant</b>: it spans zero, read further as <i>equivalent within ±δ</i> (the 90% interval inside the "
+        "metric's equivalence margin) or <i>too small to see with these seeds</i> (with the smallest difference "
+        "the comparison could detect); <b>not tested</b>: this run lacks the cells. The claims carried no "
         "interval; the study's own replicate runs of one setting (r16, 500 items, original text) scored "
         f"{', '.join(f'{v:.3f}' for v in spread.get('values', []))}: a spread of {num(spread.get('range'), 3)} on "
         "its 1–5 scale, as large as several of the differences it reports (e.g. 2.247 vs 2.212 = 0.035)."),
@@ -306,7 +331,7 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
 
     if not tables:
         return ""
-    parts = [note("Score = mean over questions and seeds, with its 95% interval (seeds, then questions, resampled). "
+    parts = [note("Score = mean over questions and seeds, with its 95% interval (t over seeds, paired questions). "
                   + SIG_NOTE + " Forgetting = the control (general-knowledge) set's change against the baseline.")]
     for dataset, table in tables.items():
         s = summary["datasets"].get(dataset, {})
@@ -322,8 +347,12 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
                 continue
             rows = [{"condition": r["condition"], "TRR %": num(trr_of["trr_mean"].get(r["condition"], float("nan")), 1)
                      if "trr_mean" in trr_of else "–", "score [95% CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
-                     "seed sd": num(r.get("seed_sd")), "Δ vs baseline": delta(r, "vs_baseline"),
-                     "Δ vs original": delta(r, "vs_original")} for _, r in rows_of.iterrows()]
+                     "seed sd": num(r.get("seed_sd")), "question se": num(r.get("question_se")),
+                     "Δ vs baseline": delta(r, "vs_baseline"),
+                     "if no difference from baseline": if_no_difference(r, "vs_baseline"),
+                     "Δ vs original": delta(r, "vs_original"),
+                     "if no difference from original": if_no_difference(r, "vs_original")}
+                    for _, r in rows_of.iterrows()]
             trained = rows_of[rows_of["condition"] != BASELINE]
             flagged = trained[trained["vs_baseline_sig_holm"].map(is_true)] if "vs_baseline_sig_holm" in trained else []
             verdict = (f'<p class="note">{label(metric)}: no condition differs from the baseline beyond chance '
@@ -375,8 +404,11 @@ def capacity_section(tables: dict[str, pd.DataFrame], summary: dict) -> str:
             ax.set(title=f"{dataset}: {label(metric)}", xlabel="items trained on", ylabel=metric)
             ax.legend(fontsize=8)
             rows = [{"curve": r["curve"], "items": int(r["items"]), "score [CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
+                     "seed sd": num(r.get("seed_sd")), "question se": num(r.get("question_se")),
                      "n questions": r["n_questions"], "Δ vs baseline": delta(r, "vs_baseline"),
-                     "Δ vs previous tier": delta(r, "vs_previous")} for _, r in table[table["metric"] == metric].iterrows()]
+                     "Δ vs previous tier": delta(r, "vs_previous"),
+                     "if no difference from previous": if_no_difference(r, "vs_previous")}
+                    for _, r in table[table["metric"] == metric].iterrows()]
             summary_rows = []
             for curve, c in s.get("capacity", {}).get(metric, {}).items():
                 if c:
@@ -415,7 +447,9 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                 sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
                 ax.set(title=f"{dataset}: {title}, {metric}", xlabel="rank", ylabel=index)
                 rows = [{index: r[index], "rank": int(r["rank"]), "score [CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
-                         "Δ vs baseline": delta(r, "vs_baseline"), "Δ vs top rank": delta(r, "vs_top_rank")}
+                         "seed sd": num(r.get("seed_sd")), "question se": num(r.get("question_se")),
+                         "Δ vs baseline": delta(r, "vs_baseline"), "Δ vs top rank": delta(r, "vs_top_rank"),
+                         "if no difference from top rank": if_no_difference(r, "vs_top_rank")}
                         for _, r in part.iterrows()]
                 parts += [f"<h3>{html.escape(dataset)}: {title}, {html.escape(label(metric))}</h3>",
                           figure_html(fig, f"{dataset} {title}"), table_html(pd.DataFrame(rows))]
@@ -435,8 +469,13 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                                    "lead [95% CI]": with_ci(b["rank_effect"], b["rank_effect_ci_low"],
                                                             b["rank_effect_ci_high"], 3, True),
                                    "replicates where best": f"{100 * b['best_rank_share']:.0f}%",
-                                   "answer": b["verdict"]} for b in rec["bands"]])
+                                   "answer": b["verdict"] + (" (from the fitted lines alone: no measured TRR level "
+                                                             "in this band)" if b.get("interpolated") else "")}
+                                  for b in rec["bands"]])
             parts.append(table_html(bands, 3))
+            if any(b.get("interpolated") for b in rec["bands"]):
+                parts.append(note("A band marked 'from the fitted lines alone' holds none of the measured TRR "
+                                  "levels: its answer is an interpolation of the lines, not a measurement."))
     return section("rank", "Which rank fits which compression", *parts)
 
 
