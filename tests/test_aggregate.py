@@ -304,3 +304,16 @@ def test_report_reads_no_difference_as_equivalent_or_too_small_to_see():
     assert if_no_difference({**base, "vs_baseline_equivalent": False}, "vs_baseline") == \
         "too small to see with these seeds (could not detect less than ±3.46)"
     assert if_no_difference({**base, "vs_baseline_sig_holm": True}, "vs_baseline") == "–"
+
+
+def test_a_capacity_curve_without_scores_leaves_its_claim_untested():
+    """A one-question LongMemEval run (the cluster rehearsal) had a metric no capacity tier could score: the claims
+    crashed on the all-NaN curve (KeyError: nan) and no table was written."""
+    from lorapress.claims import evaluate_claims
+
+    nan = float("nan")
+    rows = [{"curve": "all", "items": n, "metric": "f1", "score": nan, "vs_previous_diff": nan,
+             "vs_previous_ci_low": nan, "vs_previous_ci_high": nan} for n in (0, 1, 3)]
+    claims = evaluate_claims({("capacity", "lme"): pd.DataFrame(rows)}, {"lme": "longmemeval"}, {"lme": ["f1"]})
+    capacity = [c for c in claims if c["claim"] == "capacity_interior_peak"]
+    assert capacity and all(c["verdict"] == "not tested" for c in capacity)

@@ -39,7 +39,9 @@ def test_paper_dag_is_whole_with_an_empty_wiki_placeholder(tmp_path):
     # Qwen3-8B is fetched once, at model.revision, by a local job; every GPU job loads that directory
     assert counts["fetch_model"] == 1 and "resources/models/Qwen--Qwen3-8B@main" in out.stdout
     # chunks of at most 8 runs, keyed by the runs' hashes (their count is what the hashes give; stable)
-    assert counts["evaluate"] == counts["judge"] == 28 and counts["judge_controls"] == 2 and counts["decompose"] == 7
+    # the paper's judge is an endpoint (gpt-4o): its jobs are the light judge_endpoint rules, no GPU
+    assert counts["evaluate"] == counts["judge_endpoint"] == 28 and counts["judge_controls_endpoint"] == 2
+    assert "judge" not in counts and counts["decompose"] == 7
     assert "resources/datasets/longmemeval/longmemeval_s_cleaned.json" in out.stdout
 
 

@@ -91,7 +91,7 @@ def reading(entry: dict) -> str | None:
 
 def _capacity(table: pd.DataFrame, metric: str) -> dict | None:
     curve = table[(table["metric"] == metric) & (table["curve"] == "all") & (table["items"] > 0)]
-    if len(curve) < 2:
+    if len(curve) < 2 or curve["score"].isna().any():  # a tier without a score (no question scored): untested
         return None
     peak = curve.loc[curve["score"].idxmax()]
     last = curve.iloc[-1]
