@@ -104,7 +104,8 @@ def settings(method: str, dtype: str, **overrides):
 
     values = dict(method=method, compute_dtype=dtype, rank=16, alpha=32, scaling="fixed", reference_rank=16,
                   dropout=0.05, target_modules=TARGETS, lr=1e-4, epochs=1, batch_size=4, grad_accum=1,
-                  max_length=2048, warmup_ratio=0.0, weight_decay=0.0, packing=False, log_every=1, seed=0,
+                  max_length=2048, warmup_ratio=0.0, weight_decay=0.0, packing=False, gradient_checkpointing="on",
+                  log_every=1, seed=0,
                   items=None, trust_remote_code=False)
     return TrainSettings(**{**values, **overrides})
 

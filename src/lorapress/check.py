@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -29,8 +28,9 @@ import yaml
 from . import SUMMARY_LEVELS
 from .compress import PROMPT_RESERVE, context_needed, max_new_tokens
 from .io import StageError
+from .memory import ModelShape, engine_memory, sequences_that_fit, train_memory
 from .model import hub_dir_name
-from .memory import LINEAR_MODULES, ModelShape, engine_memory, sequences_that_fit, train_memory
+from .plan import add_config_arguments, load_config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 HUB_MODELS = Path("resources/models")  # `lorapress model --hub ID --revision REV` writes <org>--<name>@<rev>/ here
@@ -424,7 +424,7 @@ def check_slurm(facts: Facts, config: dict, profile: dict | None,
     for rule, p in sorted(missing.items()):
         key = "default-resources" if rule == "default" else f"set-resources.{rule}"
         out.append(Check("slurm partition", FAIL, f"{profile_path}: {key}.slurm_partition {p!r} does not exist "
-                         f"(sinfo: {', '.join(sorted(partitions)) or 'none'})", f"set it to one of sinfo's partitions"))
+                         f"(sinfo: {', '.join(sorted(partitions)) or 'none'})", "set it to one of sinfo's partitions"))
     for rule in gpu_rules(profile):
         part = named.get(rule) or named["default"] or default
         if part is None or part in missing.values():
@@ -607,10 +607,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="lorapress check")
     parser.description = ("preflight before submitting: software, GPU, model, datasets, context lengths, memory and "
                           "the SLURM profile's partitions, one line per check with its fix (exit 1 if any fails)")
-    parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
-                        help="config files merged in order on top of the base config (as snakemake --configfile)")
-    parser.add_argument("--base-config", default="config.yaml",
-                        help="the workflow's config.yaml (default: ./config.yaml); its schema is read beside it")
+    add_config_arguments(parser)
     parser.add_argument("--profile-dir", default="profiles/slurm",
                         help="SLURM profile whose partitions to check (default: profiles/slurm when resources.gpu > 0; "
                              "'none' to skip)")
@@ -629,8 +626,6 @@ def summary(checks: list[Check]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .plan import load_config
-
     args = build_parser().parse_args(argv)
     config, _ = load_config(args.base_config, args.configfile)
     profile_dir = None if args.profile_dir in ("none", "") or not needs_gpu(config) else args.profile_dir

@@ -912,14 +912,19 @@ def render_text(plan: dict) -> str:
 
 
 # ================================================================ command line
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="lorapress plan")
-    parser.description = ("estimate, per stage and in total, the tokens to prefill, generate and train and the "
-                          "GPU-hours of a config, from an editable throughput table, before submitting it")
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--configfile and --base-config: the config read as Snakemake reads it (`load_config`)."""
     parser.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
                         help="config files merged in order on top of the base config (as snakemake --configfile)")
     parser.add_argument("--base-config", default="config.yaml",
                         help="the workflow's config.yaml (default: ./config.yaml); its schema is read beside it")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="lorapress plan")
+    parser.description = ("estimate, per stage and in total, the tokens to prefill, generate and train and the "
+                          "GPU-hours of a config, from an editable throughput table, before submitting it")
+    add_config_arguments(parser)
     parser.add_argument("--throughput", default=DEFAULT_THROUGHPUT, help="throughput table (YAML)")
     parser.add_argument("--profile", help="profile of the throughput table (default: the table's gpu or cpu default)")
     parser.add_argument("--tokens-per-char", type=float,
