@@ -188,14 +188,8 @@ def variant_settings(variant):
     return {}
 
 
-def compress_model(wildcards):
-    return base_model_input() if wildcards.variant in SUMMARY_LEVELS else []
-
-
-def compress_engine(wildcards):
-    """Engine params of a generative level; none for original_text and ext (no model runs)."""
-    if wildcards.variant not in SUMMARY_LEVELS:
-        return as_json({})
+def compress_engine():
+    """Engine params of the summary levels (compress_cpu's variants run no model)."""
     return as_json({**engine_params(), "backend": RESOLVED["compression_backend"]})
 
 

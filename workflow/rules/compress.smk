@@ -34,7 +34,7 @@ if UNSHARDED:
     rule compress:
         input:
             docs=dataset_files("results/data/{dataset}/docs.jsonl", UNSHARDED),
-            model=compress_model,
+            model=base_model_input(),
         output:
             variant=dataset_files("results/compressed/{dataset}/{{variant}}.jsonl", UNSHARDED),
             meta=dataset_files("results/compressed/{dataset}/{{variant}}.meta.json", UNSHARDED),
@@ -56,7 +56,7 @@ if UNSHARDED:
             vllm_gpu_util=VLLM_GPU_UTIL,
         params:
             settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
-            engine=compress_engine,
+            engine=compress_engine(),
             model=model_arg,
             code=CODE["compress"],
         shell:
@@ -72,7 +72,7 @@ if SHARDED:
     rule compress_shard:
         input:
             docs="results/data/{dataset}/docs.jsonl",
-            model=compress_model,
+            model=base_model_input(),
         output:
             variant="results/compressed/{dataset}/shards/{variant}.{shard}-of-{shards}.jsonl",
             meta="results/compressed/{dataset}/shards/{variant}.{shard}-of-{shards}.meta.json",
@@ -94,7 +94,7 @@ if SHARDED:
             vllm_gpu_util=VLLM_GPU_UTIL,
         params:
             settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
-            engine=compress_engine,
+            engine=compress_engine(),
             model=model_arg,
             code=CODE["compress"],
         shell:
