@@ -8,7 +8,11 @@
 #                                            \-> decompose ------------------> aggregate -> report
 
 
-configfile: "config.yaml"
+# A study's own config file (--configfile) is the whole study, on the schema's defaults: config.yaml, the
+# default study, is read only when none is given, so its sample datasets never run beside a user's.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

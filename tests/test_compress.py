@@ -1,3 +1,6 @@
+import json
+import sys
+
 import pytest
 
 from lorapress.compress import (
@@ -57,14 +60,14 @@ def test_shards_gather_into_the_unsharded_file(tmp_path):
 
     docs = [{"item_id": f"i{k}", "title": f"T{k}", "text": TEXT[: 60 + 10 * k]} for k in range(7)]
     write_jsonl(tmp_path / "docs.jsonl", docs)
-    settings = {"target_trr": 50, "tolerance": 15}
-    compress("ext", [tmp_path / "docs.jsonl"], [str(tmp_path / "whole.jsonl")], [str(tmp_path / "whole.meta.json")],
-             settings)
+    settings = {"wiki": {"kind": "extract", "method": "tfidf", "target_trr": 50, "tolerance": 15}}
+    compress("ext", ["wiki"], [tmp_path / "docs.jsonl"], [str(tmp_path / "whole.jsonl")],
+             [str(tmp_path / "whole.meta.json")], settings)
     parts = []
     for k in range(3):
         part = tmp_path / f"part{k}.jsonl"
-        compress("ext", [tmp_path / "docs.jsonl"], [str(part)], [str(tmp_path / f"part{k}.meta.json")], settings,
-                 shard=(k, 3))
+        compress("ext", ["wiki"], [tmp_path / "docs.jsonl"], [str(part)], [str(tmp_path / f"part{k}.meta.json")],
+                 settings, shard=(k, 3))
         parts.append(part)
     assert [len(read_jsonl(p)) for p in parts] == [2, 3, 2] and shard_of(list(range(7)), 2, 3) == [5, 6]
     gather([str(p) for p in parts], [str(tmp_path / f"part{k}.meta.json") for k in range(3)],
@@ -148,3 +151,125 @@ def test_a_reply_cut_at_the_end_of_the_context_is_flagged_not_counted_on_target(
     else:
         assert record["miss"] != "cut"
     engine.close()
+
+
+# ---------------------------------------------------------------- variants as data: every kind
+DOCS = [{"item_id": "a1", "title": "Bridge", "text": TEXT}, {"item_id": "a2", "title": "Town", "text": TEXT[:90]}]
+
+
+def write_docs(tmp_path):
+    from lorapress.io import write_jsonl
+
+    write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    return tmp_path / "docs.jsonl"
+
+
+def run_variant(tmp_path, settings, variant="mine"):
+    out, meta = tmp_path / f"{variant}.jsonl", tmp_path / f"{variant}.meta.json"
+    compress(variant, ["wiki"], [write_docs(tmp_path)], [str(out)], [str(meta)], {"wiki": settings})
+    return out, meta
+
+
+def test_sumy_methods_rank_sentences_their_own_way_within_the_budget():
+    by = {m: extract(TEXT, target_trr=60, method=m) for m in ("tfidf", "textrank", "lexrank", "lsa")}
+    for method, out in by.items():
+        assert len(out) <= len(TEXT) * 0.4 + 1 and out  # within the budget, never empty
+        kept = [s for s in split_sentences(TEXT) if s[2] in out]
+        assert " ".join(s[2] for s in kept) == out  # whole sentences, in their original order
+    assert len(set(by.values())) > 1  # the rankings differ: the method is not ignored
+
+
+@pytest.mark.parametrize("method", ["textrank", "lexrank", "lsa"])
+def test_sumy_ranking_is_sumys_own_choice(method):
+    """The best k of our ranking are the k sentences sumy's summarizer itself returns, for every k."""
+    import importlib
+
+    from nltk.tokenize import TreebankWordTokenizer
+    from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
+    from sumy.nlp.stemmers import Stemmer
+    from sumy.utils import get_stop_words
+
+    from lorapress.compress import SUMY_METHODS, sumy_ranking
+
+    class Words:
+        def to_words(self, sentence):
+            return tuple(w for w in TreebankWordTokenizer().tokenize(sentence) if any(c.isalnum() for c in w))
+
+    sentences = [s[2] for s in split_sentences(TEXT)]
+    module, name = SUMY_METHODS[method].rsplit(".", 1)
+    summarizer = getattr(importlib.import_module(module), name)(Stemmer("english"))
+    summarizer.stop_words = get_stop_words("english")
+    document = ObjectDocumentModel([Paragraph([Sentence(s, Words()) for s in sentences])])
+    ranking = sumy_ranking(sentences, method)
+    assert sorted(ranking) == list(range(len(sentences)))
+    for k in range(1, len(sentences)):
+        chosen = [sentences.index(str(s)) for s in summarizer(document, k)]
+        assert sorted(ranking[:k]) == chosen
+
+
+def test_a_command_variant_runs_the_users_program_on_id_keyed_json_lines(tmp_path):
+    import json
+
+    script = tmp_path / "first_sentence.py"
+    script.write_text("import json, sys\n"
+                      "for line in sys.stdin:\n"
+                      "    r = json.loads(line)\n"
+                      "    print(json.dumps({'id': r['id'], 'text': r['text'].split('. ')[0] + '.'}))\n")
+    out, meta = run_variant(tmp_path, {"kind": "command", "command": [sys.executable, str(script)],
+                                       "target_trr": 70, "tolerance": 15})
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in records] == ["The Varnholt Bridge crosses the River Amsel."] * 2
+    assert [r["title"] for r in records] == ["Bridge", "Town"]  # titles are kept, as by every variant
+    assert [r["miss"] for r in records] == [None, "too_long"]  # 75% on target; 51% below 70 − 15
+    assert json.loads(meta.read_text())["settings"]["command"] == [sys.executable, str(script)]
+
+
+def test_a_failing_command_ends_the_job_with_its_status_and_last_stderr_line(tmp_path):
+    from lorapress.cli import main
+
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nprint('loading', file=sys.stderr)\nprint('no model weights here', file=sys.stderr)\n"
+                      "sys.exit(3)\n")
+    settings = json.dumps({"wiki": {"kind": "command", "command": [sys.executable, str(script)]}})
+    out = tmp_path / "mine.jsonl"
+    code = main(["compress", "--variant", "mine", "--datasets", "wiki", "--docs", str(write_docs(tmp_path)),
+                 "--out", str(out), "--meta", str(tmp_path / "mine.meta.json"), "--settings", settings])
+    assert code == 3 and not out.exists() and not (tmp_path / "mine.meta.json").exists()
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"id": "a1", "text": "x"}'], "no text for item 'a2' (1 of 2 items missing)"),
+    (['{"id": "a1", "text": "x"}', '{"id": "zz", "text": "y"}'], "line 2: id 'zz' is no item of this dataset"),
+    (['{"id": "a1", "text": "x"}', '{"id": "a1", "text": "y"}'], "line 2: id 'a1' a second time"),
+    (['{"id": "a1", "text": "  "}', '{"id": "a2", "text": "y"}'], "line 1 (id 'a1'): field text: missing or empty"),
+    (['{"id": 7, "text": "x"}'], "line 1: field id: missing or not a string"),
+    (['not json'], "line 1: not JSON"),
+])
+def test_a_file_variant_must_cover_every_item_once(tmp_path, lines, message):
+    from lorapress.io import StageError
+
+    path = tmp_path / "mine.precomputed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StageError) as caught:
+        run_variant(tmp_path, {"kind": "file", "path": str(path)})
+    assert str(caught.value).startswith(f"{path}: {message}") and "\n" not in str(caught.value)
+    assert not (tmp_path / "mine.jsonl").exists()
+
+
+def test_a_file_variant_keeps_the_texts_given(tmp_path):
+    import json
+
+    path = tmp_path / "given.jsonl"
+    path.write_text('{"id": "a2", "text": "Town."}\n{"id": "a1", "text": "Bridge text."}\n')
+    out, _ = run_variant(tmp_path, {"kind": "file", "path": str(path)})
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Bridge text.", "Town."]
+
+
+def test_a_rewrite_misses_only_by_copying_and_has_a_negative_target():
+    rewrite = Level(prompt="{text}", target_trr=-100, tolerance=50, retry_prompt="")
+    source = "It opened in 1897."
+    assert rewrite.target_words(source) == 8  # twice the source's 4 words
+    assert max_new_tokens(100, -100, 1.3) == 260
+    assert miss_reason(source, source, rewrite) == "copy"
+    assert miss_reason(source, source + " " + source.replace("It", "The bridge"), rewrite) is None  # TRR −117
+    assert miss_reason(source, "It opened in 1897 too.", rewrite) == "over_compressed"  # TRR −22, above −100 + 50

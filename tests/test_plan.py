@@ -24,8 +24,13 @@ T = Tokens(per_char=0.25, per_message=0.0, retry_share=0.3, answer_fill=1.0)
 
 def base_config(**overrides) -> dict:
     """The repository's config.yaml with its defaults filled, `overrides` merged on top."""
-    config, _ = load_config(REPO / "config.yaml", [])
-    return merge(config, overrides)
+    from lorapress.config import normalise_variants
+
+    config, schema = load_config(REPO / "config.yaml", [])
+    config = merge(config, overrides)
+    if "variants" in overrides.get("compression", {}):  # a list of seed names, as a user may write it
+        normalise_variants(config, overrides["compression"]["variants"], schema)
+    return config
 
 
 def only_original(epochs: int = 3) -> dict:
@@ -72,7 +77,7 @@ def test_a_capacity_tier_trains_only_its_first_items():
 
 def test_summary_replies_land_on_target_with_the_retry_share():
     config = only_original()
-    level = config["compression"]["levels"]["summ_l2_light"]  # target 50%, with a retry prompt
+    level = config["compression"]["variants"]["summ_l2_light"]  # target 50%, with a retry prompt
     counts = {"wiki": Counts((Item("a", 0, 4000),), (), "hand-made")}  # 1000 tokens: one piece
     jobs = stage_compress(config, counts, T).jobs
     assert [j.gpu for j in jobs] == [False, True]  # original_text runs no model

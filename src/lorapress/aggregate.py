@@ -193,13 +193,14 @@ class Study:
     """One dataset's runs: cells per experiment, their per-question values, their uncertainty."""
 
     def __init__(self, scores: pd.DataFrame, dataset: str, boot: Bootstrap, qs: pd.DataFrame | None = None,
-                 n_items: int | None = None, margins: dict | None = None):
+                 n_items: int | None = None, margins: dict | None = None, trr: dict | None = None):
         part = scores[scores["dataset"] == dataset].copy()
         base = part["condition"] == BASELINE  # a baseline's rank and items may be blank (another study's file)
         part["rank"] = pd.to_numeric(part["rank"].where(~base, 0), errors="coerce").fillna(0).astype(int)
         part["items"] = part["items"].astype(object).where(~base, "0").map(items_key)
         self.dataset, self.scores, self.boot, self.n_items = dataset, part, boot, n_items
         self.margins = margins or {}
+        self.trr = trr or {}  # variant -> its measured TRR: tables order the variants by it
         self.qs = None
         if qs is not None and len(qs):
             q = qs[qs["dataset"] == dataset].copy()
@@ -387,9 +388,19 @@ def _single_setting(rows: pd.DataFrame, what: str) -> Cell:
     return Cell.of(first["condition"], first["rank"], first["items"])
 
 
-def _order(conditions) -> list[str]:
-    order = [BASELINE, *VARIANTS]
-    return sorted(set(conditions), key=lambda c: (order.index(c) if c in order else len(order), c))
+def _order(conditions, trr: dict | None = None) -> list[str]:
+    """The baseline, then the variants by their measured mean TRR (rewrites, negative, before original_text);
+    without TRRs (or for a variant without one) the seed study's order, then by name."""
+    trr, seeds = trr or {}, [BASELINE, *VARIANTS]
+
+    def key(condition):
+        if condition == BASELINE:
+            return (0, 0.0, 0, condition)
+        rate = (trr.get(condition) or {}).get("trr_mean")
+        seed = seeds.index(condition) if condition in seeds else len(seeds)
+        return (1, 0.0, seed, condition) if rate is None or rate != rate else (1, float(rate), seed, condition)
+
+    return sorted(set(conditions), key=key)
 
 
 def compression_table(study: Study, metrics: list[str]) -> pd.DataFrame:
@@ -401,7 +412,7 @@ def compression_table(study: Study, metrics: list[str]) -> pd.DataFrame:
         if part.empty:
             continue
         cells = {c: _single_setting(part[part["condition"] == c], f"{study.dataset}/{experiment}/{c}")
-                 for c in _order(part["condition"])}
+                 for c in _order(part["condition"], study.trr)}
         original = cells.get(ORIGINAL)
         for condition, cell in cells.items():
             row = {"condition": condition, "rank": cell.rank, "items": cell.items, "metric": metric,
@@ -481,7 +492,7 @@ def rank_table(study: Study, metrics: list[str], experiment: str, trr: dict | No
             keys = sorted({i for i in trained["items"]}, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0))
             cell_of = lambda key, r: Cell.of(ORIGINAL, r, key)  # noqa: E731
         else:
-            keys = _order(trained["condition"])
+            keys = _order(trained["condition"], study.trr)
             cell_of = lambda key, r: _single_setting(  # noqa: E731
                 trained[(trained["condition"] == key) & (trained["rank"] == r)], f"{study.dataset}/{experiment}/{key}/r{r}"
             ) if ((trained["condition"] == key) & (trained["rank"] == r)).any() else Cell.of(key, r, "all")
@@ -595,7 +606,7 @@ def decomposition_table(study: Study, decomposition: dict[str, pd.DataFrame], co
     """Per variant: fact survival, open-book and closed-book scores side by side (each with its interval)."""
     rows = []
     metrics = [m for m in ("f1", "answer_loglik", "answer_margin") if m in set(study.scores["metric"])]
-    for variant in _order(decomposition):
+    for variant in _order(decomposition, study.trr):
         records = decomposition[variant]
         records = records.assign(answer_margin=records["answer_loglik"] - records["distractor_loglik"],
                                  fact=100.0 * records["fact_survived"].astype(float))
@@ -746,7 +757,8 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
         main = answers[(answers["question_set"] == "dataset")].drop_duplicates("question_id")
         question_items = dict(zip(main["question_id"], main["item_ids"]))
         trr_of = trr_by_variant(trr, dataset)
-        study = Study(scores, dataset, boot, qs, n_items=len(item_order), margins=settings.equivalence_margins)
+        study = Study(scores, dataset, boot, qs, n_items=len(item_order), margins=settings.equivalence_margins,
+                      trr=trr_of)
         tables = tables_for(study, settings, trr_of, question_items, item_order)
         for name, table in tables.items():
             out["tables"][(name, dataset)] = table
@@ -811,12 +823,12 @@ def standalone(scores: pd.DataFrame, settings: Settings, qs: pd.DataFrame | None
         raise StageError(f"scores table lacks columns {sorted(missing)}")
     out = {"tables": {}, "summary": {}}
     for dataset in sorted(scores["dataset"].unique()):
-        study = Study(scores, dataset, settings.bootstrap, qs, margins=settings.equivalence_margins)
+        trr_of = trr_by_variant(trr, dataset)
+        study = Study(scores, dataset, settings.bootstrap, qs, margins=settings.equivalence_margins, trr=trr_of)
         resolved = table_metrics(study, settings.metrics)
         if not resolved:
             raise StageError(f"{dataset}: none of the metrics {settings.metrics} is in the scores table; present: "
                              f"{sorted(set(study.scores['metric']))}")
-        trr_of = trr_by_variant(trr, dataset)
         tables = tables_for(study, settings, trr_of)
         for name, table in tables.items():
             out["tables"][(name, dataset)] = table

@@ -31,6 +31,7 @@ from .io import StageError
 from .memory import ModelShape, engine_memory, sequences_that_fit, train_memory
 from .model import hub_dir_name
 from .plan import add_config_arguments, load_config
+from .variants import target_of
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 HUB_MODELS = Path("resources/models")  # `lorapress model --hub ID --revision REV` writes <org>--<name>@<rev>/ here
@@ -282,14 +283,15 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
     comp, max_len = config["compression"], config["model"]["max_model_len"]
     n, slack = comp["max_input_tokens"], comp["max_tokens_slack"]
     out = []
-    for variant in comp["variants"]:
-        if variant not in SUMMARY_LEVELS:
+    for variant, definition in comp["variants"].items():
+        if definition["kind"] != "generate":
             continue
-        level = comp["levels"][variant]
+        # the dataset whose target leaves the longest reply binds (per-dataset targets)
+        level = {"target_trr": min(target_of(definition, d) for d in config["datasets"])}
         # the same arithmetic as the config check that stops Snakemake before any job (compress.context_needed)
         prompt = n + PROMPT_RESERVE
         cap = max_new_tokens(n, level["target_trr"], slack)
-        label = f"context {variant.split('_')[1]}"
+        label = f"context {variant.split('_')[1] if variant in SUMMARY_LEVELS else variant}"
         if prompt + cap <= max_len:
             out.append(Check(label, OK,
                              f"prompt ≤ {prompt} + reply cap {cap} = {prompt + cap} <= max_model_len {max_len}"))

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         module.main(rest)
     except StageError as exc:
         print(f"lorapress {stage}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # a user's program that failed: its own exit status
     return 0
 
 

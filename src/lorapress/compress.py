@@ -1,9 +1,10 @@
-"""Stage `compress`: write one compressed variant of a dataset's knowledge items.
+"""Stage `compress`: write one compressed variant of each dataset's knowledge items.
 
-- `original_text`: the items unchanged (the reference condition);
-- `summ_l1_slight` ... `summ_l5_extreme`: generative summaries by the base model
-  (greedy, through vLLM by default, on CPUs too: `compression.backend`),
-  each level with its own prompt and target TRR. Length is
+A variant is defined in the config (`compression.variants`, lorapress.variants); by kind:
+- original (`original_text`): the items unchanged (the reference condition);
+- generate (`summ_l1_slight` ... `summ_l5_extreme`, rewrites): the compressor model answers the
+  variant's prompt (greedy, through vLLM by default, on CPUs too: `compression.backend`),
+  each variant with its own prompt and target TRR (per dataset). Length is
   controlled, not hoped for: the prompt states a word budget, `max_tokens` caps
   the reply from the source length and the target, and a reply outside its
   band (empty, a near-copy, too long or over-compressed) is retried once with a
@@ -11,9 +12,13 @@
   longer than the model's context are summarised chunk by chunk and the
   summaries joined. Only the text is compressed: an item's title (a chat
   session's dated header) is kept in every variant;
-- `ext`: extractive selection: TF-IDF sentence vectors scored by centrality
-  (summed cosine similarity, as in LexRank), best sentences kept in their
-  original order until the target TRR is reached.
+  A rewrite has a negative target (an expansion: -100 doubles the text).
+- extract (`ext`): sentences ranked by `method` (TF-IDF centrality: summed cosine similarity,
+  as in LexRank; or sumy's TextRank, LexRank, LSA), best kept in their original order until
+  the target TRR is reached;
+- command: the user's program reads {"id", "title", "text"} JSON lines on stdin and writes
+  {"id", "text"} lines on stdout; it fails the job with its own exit status;
+- file: {"id", "text"} JSON lines compressed elsewhere, checked for coverage.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from . import EXTRACTIVE, ORIGINAL
+import json
+import subprocess
+
 from .engine import add_runtime_arguments, apply_runtime
 from .io import StageError, parse_json_arg, provenance, read_json, read_jsonl, write_json, write_jsonl
 
@@ -59,22 +66,68 @@ def split_sentences(text: str) -> list[tuple[int, str, str]]:
     return units
 
 
-def extract(text: str, target_trr: float) -> str:
-    """Keep the most central sentences, in original order, until the length budget is used."""
+def tfidf_ranking(sentences: list[str]) -> list[int]:
+    """Sentence indices, most central first: TF-IDF vectors, centrality = summed cosine similarity."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
+    try:
+        centrality = cosine_similarity(TfidfVectorizer().fit_transform(sentences)).sum(axis=1)
+    except ValueError:  # no usable words (e.g. only numbers or stop words)
+        centrality = [0.0] * len(sentences)
+    return sorted(range(len(sentences)), key=lambda i: (-centrality[i], i))
+
+
+SUMY_METHODS = {"textrank": "sumy.summarizers.text_rank.TextRankSummarizer",
+                "lexrank": "sumy.summarizers.lex_rank.LexRankSummarizer",
+                "lsa": "sumy.summarizers.lsa.LsaSummarizer"}
+
+
+def sumy_ranking(sentences: list[str], method: str) -> list[int]:
+    """Sentence indices, best first, as sumy's summarizer rates them. Our sentences (pysbd, chat turns kept
+    apart) go in as one paragraph; words are split by NLTK's Treebank tokenizer, which needs no downloaded
+    data (sumy's default English tokenizer needs punkt); sumy's English stemmer and stop words. sumy returns
+    its choice in document order, so the ranking is read from the order in which its `count` callable (which
+    it calls with every sentence sorted by rating, best first) sees them."""
+    import importlib
+
+    from nltk.tokenize import TreebankWordTokenizer
+    from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
+    from sumy.nlp.stemmers import Stemmer
+    from sumy.utils import get_stop_words
+
+    class Words:
+        _words = TreebankWordTokenizer()
+
+        def to_words(self, sentence):
+            return tuple(w for w in self._words.tokenize(sentence) if any(c.isalnum() for c in w))
+
+    module, name = SUMY_METHODS[method].rsplit(".", 1)
+    summarizer = getattr(importlib.import_module(module), name)(Stemmer("english"))
+    summarizer.stop_words = get_stop_words("english")
+    words = Words()
+    document = ObjectDocumentModel([Paragraph([Sentence(s, words) for s in sentences])])
+    seen: list = []
+
+    def count(infos):  # sumy's hook for "how many": it gets the sentences best first
+        seen.extend(infos)
+        return infos
+
+    summarizer(document, count)
+    order = [info.order for info in seen]
+    return order + [i for i in range(len(sentences)) if i not in set(order)]
+
+
+def extract(text: str, target_trr: float, method: str = "tfidf") -> str:
+    """Keep the best-ranked sentences, in original order, until the length budget is used."""
     units = split_sentences(text)
     if len(units) <= 1:
         return text
-    try:
-        vectors = TfidfVectorizer().fit_transform([u[2] for u in units])
-        centrality = cosine_similarity(vectors).sum(axis=1)
-    except ValueError:  # no usable words (e.g. only numbers or stop words)
-        centrality = [0.0] * len(units)
+    sentences = [u[2] for u in units]
+    ranking = tfidf_ranking(sentences) if method == "tfidf" else sumy_ranking(sentences, method)
     budget = len(text) * (1.0 - target_trr / 100.0)
     keep, used = set(), 0
-    for index in sorted(range(len(units)), key=lambda i: (-centrality[i], i)):
+    for index in ranking:
         cost = len(units[index][2]) + 1
         if keep and used + cost > budget:
             continue
@@ -126,9 +179,10 @@ def miss_reason(source: str, summary: str, level: Level) -> str | None:
     low, high = level.band()
     if not summary.strip():
         return "empty"
-    if summary.strip() == source.strip() or trr(source, summary) < 5.0:
-        return "copy"
     rate = trr(source, summary)
+    # a near-copy misses a summary; a rewrite (target below 5, an expansion) misses only by copying verbatim
+    if summary.strip() == source.strip() or (level.target_trr >= 5.0 and rate < 5.0):
+        return "copy"
     return "too_long" if rate < low else "over_compressed" if rate > high else None
 
 
@@ -222,35 +276,115 @@ def shard_of(items: list, shard: int, shards: int) -> list:
     return items[bounds[shard]:bounds[shard + 1]]
 
 
-def compress_items(variant: str, docs: list[dict], settings: dict, engine_factory=None,
+def level_of(settings: dict) -> Level:
+    return Level(prompt=settings["prompt"], target_trr=float(settings["target_trr"]),
+                 tolerance=float(settings["tolerance"]), retry_prompt=settings.get("retry_prompt") or "")
+
+
+def band_miss(source: str, text: str, settings: dict) -> str | None:
+    """Off target against the variant's target TRR ± tolerance (None when it sets no target)."""
+    if settings.get("target_trr") is None:
+        return None
+    target, rate = float(settings["target_trr"]), trr(source, text)
+    if abs(rate - target) <= float(settings["tolerance"]):
+        return None
+    return "too_long" if rate < target else "over_compressed"
+
+
+def _records_of(docs: list[dict], texts: dict[str, str], settings: dict) -> list[dict]:
+    return [_record(d, texts[d["item_id"]], off_target=(m := band_miss(d["text"], texts[d["item_id"]], settings))
+                    is not None, miss=m, attempts=1, n_chunks=1) for d in docs]
+
+
+def checked_texts(lines: list[str], docs: list[dict], source: str) -> dict[str, str]:
+    """item id -> text from {"id", "text"} JSON lines, covering every item exactly once: one line naming the
+    source, line and field on the first gap (unknown id, an id twice, an empty text, an item missing)."""
+    wanted, texts = {d["item_id"] for d in docs}, {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StageError(f"{source}: line {n}: not JSON ({exc.msg})") from None
+        item_id, text = (record.get("id"), record.get("text")) if isinstance(record, dict) else (None, None)
+        if not isinstance(item_id, str):
+            raise StageError(f"{source}: line {n}: field id: missing or not a string")
+        if item_id not in wanted:
+            raise StageError(f"{source}: line {n}: id {item_id!r} is no item of this dataset")
+        if item_id in texts:
+            raise StageError(f"{source}: line {n}: id {item_id!r} a second time")
+        if not isinstance(text, str) or not text.strip():
+            raise StageError(f"{source}: line {n} (id {item_id!r}): field text: missing or empty")
+        texts[item_id] = text
+    missing = [d["item_id"] for d in docs if d["item_id"] not in texts]
+    if missing:
+        raise StageError(f"{source}: no text for item {missing[0]!r} ({len(missing)} of {len(docs)} items missing)")
+    return texts
+
+
+class CommandFailed(StageError):
+    """The user's program failed: the job ends with its exit status."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def run_command(argv: list[str], docs: list[dict], settings: dict) -> list[str]:
+    """The program's stdout lines for the items on its stdin ({"id", "title", "text"}, plus target_trr when
+    the variant sets one); its failure as one line with its exit status and last stderr line."""
+    extra = {"target_trr": settings["target_trr"]} if settings.get("target_trr") is not None else {}
+    stdin = "".join(json.dumps({"id": d["item_id"], "title": d["title"], "text": d["text"], **extra},
+                               ensure_ascii=False) + "\n" for d in docs)
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    except OSError as exc:
+        raise CommandFailed(f"command {argv[0]!r}: cannot run ({exc.strerror})", 127) from None
+    if done.stderr.strip():
+        log.info("command stderr:\n%s", done.stderr.rstrip()[-4000:])
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        raise CommandFailed(f"command {' '.join(argv)!r} exited with status {done.returncode}: {last}",
+                            done.returncode or 1)
+    return done.stdout.splitlines()
+
+
+def compress_items(variant: str, docs: list[dict], settings: dict, engine=None,
                    backend: str | None = None) -> tuple[list[dict], dict]:
-    """(records, meta) of `variant` for `docs`. Items are independent, so any split of them into
-    shards gives the same records as one pass."""
-    if variant == ORIGINAL:
-        records = [_record(d, d["text"], off_target=False, miss=None, attempts=0, n_chunks=1) for d in docs]
-        return records, {"variant": variant}
-    if variant == EXTRACTIVE:
-        target, tolerance = float(settings["target_trr"]), float(settings["tolerance"])
-        records = []
-        for doc in docs:
-            text = extract(doc["text"], target)
-            rate = trr(doc["text"], text)
-            miss = None if abs(rate - target) <= tolerance else "too_long" if rate < target else "over_compressed"
-            records.append(_record(doc, text, off_target=miss is not None, miss=miss, attempts=1, n_chunks=1))
-        return records, {"variant": variant, "method": "tfidf-centrality", **settings}
-    level = Level(prompt=settings["prompt"], target_trr=float(settings["target_trr"]),
-                  tolerance=float(settings["tolerance"]), retry_prompt=settings["retry_prompt"])
+    """(records, meta) of `variant` for `docs` of one dataset, from its settings for that dataset. `engine`:
+    a callable giving the (shared, lazily started) engine of a generate variant. Items are independent, so
+    any split of them into shards gives the same records as one pass."""
+    kind = settings.get("kind", "original")
+    meta = {"variant": variant, "kind": kind}
+    if kind == "original":
+        return [_record(d, d["text"], off_target=False, miss=None, attempts=0, n_chunks=1) for d in docs], meta
+    if kind == "extract":
+        method = settings.get("method", "tfidf")
+        texts = {d["item_id"]: extract(d["text"], float(settings["target_trr"]), method) for d in docs}
+        method_name = "tfidf-centrality" if method == "tfidf" else f"sumy-{method}"
+        return _records_of(docs, texts, settings), {**meta, "method": method_name, **settings}
+    if kind == "command":
+        argv = settings["command"]
+        lines = run_command(argv, docs, settings) if docs else []
+        texts = checked_texts(lines, docs, f"the output of {' '.join(argv)!r}")
+        return _records_of(docs, texts, settings), {**meta, "command": argv, **settings}
+    if kind == "file":
+        path = settings["path"]
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except OSError as exc:
+            raise StageError(f"{path}: cannot read ({exc.strerror})") from None
+        texts = checked_texts(lines, docs, path)
+        return _records_of(docs, texts, settings), {**meta, **settings}
     records = []
     if docs:  # an empty shard starts no engine
-        engine = engine_factory()
-        records = summarise(engine, docs, level, slack=float(settings["max_tokens_slack"]),
+        records = summarise(engine(), docs, level_of(settings), slack=float(settings["max_tokens_slack"]),
                             max_input_tokens=int(settings["max_input_tokens"]),
                             repetition_penalty=float(settings["repetition_penalty"]))
-        engine.close()
-    meta = {"variant": variant, "level": settings, "backend": backend, "sampling": {
+    return records, {**meta, "level": settings, "backend": backend, "sampling": {
         "temperature": 0.0, "repetition_penalty": settings["repetition_penalty"],
         "max_tokens": f"ceil(source_tokens * (1 - target_trr/100) * {settings['max_tokens_slack']})"}}
-    return records, meta
 
 
 def write_variant(records: list[dict], meta: dict, out_path: str, meta_path: str) -> None:
@@ -265,19 +399,29 @@ def write_variant(records: list[dict], meta: dict, out_path: str, meta_path: str
     write_jsonl(out_path, records)
 
 
-def compress(variant: str, docs_paths: list[str], out_paths: list[str], meta_paths: list[str], settings: dict,
-             engine_factory=None, shard: tuple[int, int] | None = None, backend: str | None = None) -> None:
-    """Write `variant` of each dataset's items (or of one shard of them); generative levels batch every
-    dataset through one engine start."""
-    datasets = [read_jsonl(p) for p in docs_paths]
+def compress(variant: str, datasets: list[str], docs_paths: list[str], out_paths: list[str], meta_paths: list[str],
+             settings: dict[str, dict], engine_factory=None, shard: tuple[int, int] | None = None,
+             backend: str | None = None) -> None:
+    """Write `variant` of each dataset's items (or of one shard of them), each from its own settings; a
+    generate variant puts every dataset through one engine start. Nothing is written until every dataset
+    is done."""
+    groups = [read_jsonl(p) for p in docs_paths]
     if shard is not None:
-        datasets = [shard_of(items, *shard) for items in datasets]
-    records, meta = compress_items(variant, [doc for items in datasets for doc in items], settings, engine_factory,
-                                   backend)
-    start = 0
-    for items, out_path, meta_path in zip(datasets, out_paths, meta_paths):
-        write_variant(records[start:start + len(items)], meta, out_path, meta_path)
-        start += len(items)
+        groups = [shard_of(items, *shard) for items in groups]
+    started = []
+
+    def engine():
+        if not started:
+            started.append(engine_factory())
+        return started[0]
+
+    try:
+        made = [compress_items(variant, items, settings[d], engine, backend) for d, items in zip(datasets, groups)]
+    finally:
+        for e in started:
+            e.close()
+    for (records, meta), out_path, meta_path in zip(made, out_paths, meta_paths):
+        write_variant(records, meta, out_path, meta_path)
 
 
 def gather(parts: list[str], part_metas: list[str], out_path: str, meta_path: str) -> None:
@@ -294,13 +438,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="lorapress compress")
     parser.description = "write one compressed variant of one or more datasets (or one shard, or gather shards)"
     parser.add_argument("--variant", required=True)
+    parser.add_argument("--datasets", nargs="+", help="the datasets' names, in the order of --docs")
     parser.add_argument("--docs", nargs="+", help="docs.jsonl per dataset")
     parser.add_argument("--out", nargs="+", required=True, help="output variant file per dataset (same order)")
     parser.add_argument("--meta", nargs="+", required=True, help="provenance file per output (same order)")
     parser.add_argument("--shard", type=int, nargs=2, metavar=("K", "N"), help="write only shard K (0-based) of N")
     parser.add_argument("--gather", nargs="+", help="shard files to join into --out, in order (no model needed)")
     parser.add_argument("--gather-meta", nargs="+", help="the shards' provenance files, same order")
-    parser.add_argument("--settings", type=parse_json_arg, default={}, help="this variant's config as JSON")
+    parser.add_argument("--settings", type=parse_json_arg, default={},
+                        help="this variant's definition per dataset as JSON: {dataset: settings}")
     parser.add_argument("--model", help="model directory or hub id (generative levels)")
     parser.add_argument("--engine", type=parse_json_arg, default={},
                         help="engine params as JSON (generative levels): {dtype, backend, model_config, generation}")
@@ -314,15 +460,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.gather:
         gather(args.gather, args.gather_meta, args.out[0], args.meta[0])
         return
-    if not (len(args.docs) == len(args.out) == len(args.meta)):
-        raise StageError("compress: --docs, --out and --meta need the same number of files")
+    if not (len(args.datasets) == len(args.docs) == len(args.out) == len(args.meta)):
+        raise StageError("compress: --datasets, --docs, --out and --meta need the same number of entries")
+    missing = [d for d in args.datasets if d not in args.settings]
+    if missing:
+        raise StageError(f"compress: --settings has no entry for dataset {missing[0]}")
 
     def engine_factory():
         from .engine import EngineSettings, open_engine
 
+        first = args.settings[args.datasets[0]]
+        if str(first.get("compressor", "")).startswith("openai:"):
+            from .endpoint import EndpointCompressor
+
+            model = args.engine.get("model_config", {})
+            return EndpointCompressor(first, args.model, model.get("max_model_len", 2560),
+                                      args.engine.get("generation", {}).get("seed", 0),
+                                      model.get("chat_template_kwargs"))
         return open_engine(args.engine["backend"], EngineSettings.from_engine(args.model, args.engine),
                            threads=args.threads)
 
-    compress(args.variant, args.docs, args.out, args.meta, args.settings, engine_factory,
+    compress(args.variant, args.datasets, args.docs, args.out, args.meta, args.settings, engine_factory,
              tuple(args.shard) if args.shard else None, args.engine.get("backend"))
     log.info("%s: wrote %s", args.variant, " ".join(args.out))

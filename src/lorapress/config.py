@@ -11,14 +11,15 @@ and `--report` work before the data exist.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
 
-from . import SUMMARY_LEVELS
 from .compress import context_needed
 from .experiments import experiment_runs
 from .hardware import Hardware, choose_dtype, detect
+from .variants import VariantError, resolve_variants, settings_for
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -43,20 +44,53 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
         raise ConfigError(f"config {_where(error.absolute_path)}: {message}")
 
 
+MOVED = {"levels": "compression.variants.<level>", "ext": "compression.variants.ext"}
+
+
+def check_moved_keys(config: dict) -> None:
+    """Keys of earlier versions, named with where they went (before the schema calls them unknown)."""
+    for key, now in MOVED.items():
+        if key in (config.get("compression") or {}):
+            raise ConfigError(f"config compression.{key}: moved to {now} (a variant's definition: kind, "
+                              "target_trr, prompt, ...; see the schema)")
+
+
+def given_variants(config: dict):
+    """compression.variants as the user wrote it (None: the default), taken before the schema's defaults are
+    filled in: those would put every key's default into every definition, a seed's prompts included."""
+    return copy.deepcopy((config.get("compression") or {}).get("variants"))
+
+
+def normalise_variants(config: dict, given, schema_path: str | Path | None = None) -> None:
+    """Replace compression.variants by every variant's full definition (from `given`, the user's list of seed
+    names or mapping, or the schema's default), in place, so every stage reads one mapping name -> definition."""
+    from .variants import seed_definitions
+
+    try:
+        config["compression"]["variants"] = resolve_variants(
+            seed_definitions(schema_path) if given is None else given, sorted(config["datasets"]), schema_path)
+    except VariantError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def check_semantics(config: dict) -> None:
-    """What the schema cannot express; `config` has its defaults filled."""
+    """What the schema cannot express; `config` has its defaults filled and its variants normalised."""
     variants = config["compression"]["variants"]
-    for level in SUMMARY_LEVELS:
-        if level in variants and level not in config["compression"]["levels"]:
-            raise ConfigError(f"config compression.levels.{level}: missing, but {level} is in compression.variants")
     comp, context = config["compression"], config["model"]["max_model_len"]
-    for level in [v for v in SUMMARY_LEVELS if v in variants and v in comp["levels"]]:
-        needed = context_needed(comp["max_input_tokens"], comp["levels"][level]["target_trr"], comp["max_tokens_slack"])
-        if needed > context:
-            raise ConfigError(
-                f"config model.max_model_len: {context} tokens cannot hold {level}'s longest piece "
-                f"(compression.max_input_tokens {comp['max_input_tokens']}), its prompt and its reply cap "
-                f"({needed} tokens in all); raise model.max_model_len or lower compression.max_input_tokens")
+    for name, definition in variants.items():
+        if definition["kind"] != "generate":
+            continue
+        own = definition.get("max_input_tokens")
+        pieces, key = (own, f"compression.variants.{name}.max_input_tokens") if own else \
+            (comp["max_input_tokens"], "compression.max_input_tokens")
+        for dataset in sorted(config["datasets"]):
+            target = settings_for(definition, dataset)["target_trr"]
+            needed = context_needed(pieces, target, comp["max_tokens_slack"])
+            if needed > context:
+                raise ConfigError(
+                    f"config model.max_model_len: {context} tokens cannot hold {name}'s longest piece for {dataset} "
+                    f"({key} {pieces}), its prompt and its reply cap ({needed} tokens in all); raise "
+                    f"model.max_model_len or lower {key}")
     if context - config["evaluate"]["max_tokens"] - 128 < 64:  # decompose's open-book context budget
         raise ConfigError(f"config model.max_model_len: {context} tokens leave no room for an open-book context "
                           f"beside evaluate.max_tokens ({config['evaluate']['max_tokens']})")

@@ -63,19 +63,23 @@ class EndpointJudge:
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(fn, items))
 
-    def generate(self, conversations: list[list[dict]], *, max_tokens: int, adapters=None,
+    def generate(self, conversations: list[list[dict]], *, max_tokens: int | list[int], adapters=None,
                  repetition_penalty: float = 1.0) -> list[Generation]:
+        """Greedy replies. `repetition_penalty` is not sent: OpenAI's API has none (an endpoint compressor
+        decodes plainly greedy)."""
         if adapters and any(adapters):
             raise ValueError("an endpoint judge serves no adapters")
+        caps = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(conversations)
 
-        def one(messages):
+        def one(job):
+            messages, cap = job
             reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
-                                                        max_tokens=max_tokens, seed=self.seed)
+                                                        max_tokens=cap, seed=self.seed)
             choice = reply.choices[0]
             return Generation((choice.message.content or "").strip(), choice.finish_reason or "stop",
                               reply.usage.completion_tokens if reply.usage else 0)
 
-        return self._map(one, conversations)
+        return self._map(one, list(zip(conversations, caps)))
 
     def choose(self, conversations: list[list[dict]], choices: list[str], *, adapters=None,
                groups=None, spellings: bool = False) -> list[dict[str, float]]:
@@ -99,3 +103,27 @@ class EndpointJudge:
 
     def close(self) -> None:
         self.client.close()
+
+
+class EndpointCompressor(EndpointJudge):
+    """A generate variant's compressor behind an OpenAI-compatible endpoint. Replies come from the endpoint;
+    pieces, reply caps and the room left in the context are counted with the base model's tokenizer (the
+    endpoint's own is not at hand, so the caps are approximate) within model.max_model_len."""
+
+    def __init__(self, settings: dict, tokenizer_dir: str, max_model_len: int, seed: int = 0,
+                 chat_template_kwargs: dict | None = None):
+        from types import SimpleNamespace
+
+        from transformers import AutoTokenizer
+
+        super().__init__(settings["compressor"], settings["base_url"], settings["api_key_env"], seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.settings = SimpleNamespace(max_model_len=max_model_len, chat_template_kwargs=chat_template_kwargs or {})
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def prompt_ids(self, conversation: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
+                                                  **self.settings.chat_template_kwargs)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from . import BASELINE, ORIGINAL, VARIANTS
+from . import BASELINE, ORIGINAL
 
 
 @dataclass(frozen=True, order=True)
@@ -110,8 +110,8 @@ def experiment_runs(config: dict, dataset: str) -> list[tuple[str, Run]]:
 
 
 def runs(config: dict, dataset: str) -> list[Run]:
-    """Unique runs of a dataset, baseline first, then by condition order, rank, items, seed."""
-    order = {name: i for i, name in enumerate((BASELINE, *VARIANTS))}
+    """Unique runs of a dataset, baseline first, then by the config's variant order, rank, items, seed."""
+    order = {name: i for i, name in enumerate((BASELINE, *config["compression"]["variants"]))}
     unique = {run for _, run in experiment_runs(config, dataset)}
     return sorted(unique, key=lambda r: (order.get(r.condition, 99), r.condition, r.rank,
                                          -1 if r.items is None else r.items, r.seed))

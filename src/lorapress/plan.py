@@ -32,7 +32,6 @@ from pathlib import Path
 
 import yaml
 
-from . import EXTRACTIVE, ORIGINAL, SUMMARY_LEVELS
 from .io import StageError, write_json
 
 DEFAULT_THROUGHPUT = "config/throughput.yaml"
@@ -91,7 +90,8 @@ def load_config(base: str | Path, configfiles: list[str]) -> tuple[dict, Path]:
     The schema is the one beside the base config (`workflow/schemas/config.schema.yaml` of the
     workflow), checked as workflow/rules/common.smk checks it: schema, defaults, semantics.
     """
-    from .config import ConfigError, check_schema, check_semantics
+    from .config import ConfigError, check_moved_keys, check_schema, check_semantics, given_variants, \
+        normalise_variants
 
     base = Path(base)
     config = _read_yaml(base, "the workflow's config.yaml; run in the workflow directory or pass --base-config")
@@ -101,8 +101,11 @@ def load_config(base: str | Path, configfiles: list[str]) -> tuple[dict, Path]:
     if not schema.is_file():
         raise StageError(f"{schema}: not found (the config schema of the workflow beside {base})")
     try:
+        check_moved_keys(config)
         check_schema(config, schema)
+        given = given_variants(config)
         fill_defaults(config, schema)
+        normalise_variants(config, given, schema)
         check_semantics(config)
     except ConfigError as exc:
         raise StageError(str(exc)) from None
@@ -362,14 +365,13 @@ def evaluation_backend(config: dict) -> str:
     return backend
 
 
-def keep_share(config: dict, variant: str) -> float:
-    """Share of an item's text a variant keeps, assuming it lands on its target TRR (titles are kept whole)."""
-    comp = config["compression"]
-    if variant == ORIGINAL:
-        return 1.0
-    if variant == EXTRACTIVE:
-        return 1.0 - comp["ext"]["target_trr"] / 100.0
-    return 1.0 - comp["levels"][variant]["target_trr"] / 100.0
+def keep_share(config: dict, variant: str, dataset: str) -> float:
+    """Share of an item's text a variant keeps for `dataset`, assuming it lands on its target TRR (titles are
+    kept whole; a rewrite's negative target keeps more than all; a command or file without a target: all)."""
+    from .variants import target_of
+
+    target = target_of(config["compression"]["variants"][variant], dataset)
+    return 1.0 if target is None else 1.0 - target / 100.0
 
 
 def shard_slices(items: tuple, shards: int) -> list[tuple]:
@@ -391,7 +393,7 @@ def summary_tokens(items: tuple[Item, ...], level: dict, comp: dict, t: Tokens) 
     prefill = generate = 0.0
     for item in items:
         tokens = t.of(item.text_chars)
-        pieces = max(1, math.ceil(tokens / comp["max_input_tokens"]))
+        pieces = max(1, math.ceil(tokens / (level.get("max_input_tokens") or comp["max_input_tokens"])))
         prefill += tokens + pieces * overhead
         generate += tokens * keep
     retry = 1.0 + (t.retry_share if level.get("retry_prompt") else 0.0)
@@ -399,41 +401,49 @@ def summary_tokens(items: tuple[Item, ...], level: dict, comp: dict, t: Tokens) 
 
 
 def stage_compress(config: dict, counts: dict[str, Counts], t: Tokens) -> Stage:
-    """One job per summary level for all unsharded datasets (one engine start); a dataset in
-    compression.shards gets that many jobs per level plus a gather. Only the levels run a model
-    (always vLLM); original_text and ext are one CPU job each for every dataset (compress_cpu),
-    not costed."""
+    """Per variant, by kind. A generate variant a local model writes (the summary levels, rewrites): one GPU
+    job for all unsharded datasets (one engine start); a dataset in compression.shards gets that many jobs
+    plus a gather. Every other kind is one CPU job for every dataset, not costed: original, extract
+    (sentence ranking), command and file (the user's program or file: their cost is theirs), and a
+    generate variant behind an endpoint (its tokens are the endpoint's, listed apart)."""
+    from .variants import compressor_kind, runs_a_model, settings_for
+
     comp = config["compression"]
     shards = {d: n for d, n in comp["shards"].items() if n > 1}
     unsharded = [d for d in sorted(counts) if d not in shards]
-    jobs = []
-    for variant in comp["variants"]:
-        generative = variant in SUMMARY_LEVELS
-        if not generative:
+    jobs, endpoint_tokens = [], 0.0
+    for variant, definition in comp["variants"].items():
+        if not runs_a_model(definition):
             jobs.append(Job(gpu=False))  # compress_cpu
+            if compressor_kind(definition) == "endpoint":
+                for d in sorted(counts):
+                    endpoint_tokens += sum(summary_tokens(counts[d].items, settings_for(definition, d), comp, t))
             continue
-        groups = [[counts[d].items for d in unsharded]] if unsharded else []
+        groups = [[(d, counts[d].items) for d in unsharded]] if unsharded else []
         for d in sorted(shards):
-            groups += [[part] for part in shard_slices(counts[d].items, shards[d])]
+            groups += [[(d, part)] for part in shard_slices(counts[d].items, shards[d])]
             jobs.append(Job(gpu=False))  # gather_shards
         for group in groups:
-            items = tuple(i for part in group for i in part)
-            job = Job(gpu=generative)
-            if generative and items:  # an empty shard starts no engine
-                prefill, generate = summary_tokens(items, comp["levels"][variant], comp, t)
+            job = Job()
+            if any(items for _, items in group):  # an empty shard starts no engine
                 job.starts.append("vllm")
+            for dataset, items in group:
+                prefill, generate = summary_tokens(items, settings_for(definition, dataset), comp, t)
                 job.add("vllm", "prefill", prefill)
                 job.add("vllm", "generate", generate)
             jobs.append(job)
     assumptions = [
-        "summaries: each reply lands on its level's target, source × (1 − target_trr/100); the cap is that "
-        f"× max_tokens_slack ({comp['max_tokens_slack']})",
-        f"summaries: items longer than max_input_tokens ({comp['max_input_tokens']}) are split into "
-        "ceil(tokens / max_input_tokens) pieces, each with the level's prompt",
-        f"summaries: {t.retry_share:.0%} of pieces retried once (prefill and reply again) on levels with a "
+        "generate: each reply lands on its variant's target, source × (1 − target_trr/100) (a rewrite's negative "
+        f"target: longer than its source); the cap is that × max_tokens_slack ({comp['max_tokens_slack']})",
+        f"generate: items longer than max_input_tokens ({comp['max_input_tokens']}) are split into "
+        "ceil(tokens / max_input_tokens) pieces, each with the variant's prompt",
+        f"generate: {t.retry_share:.0%} of pieces retried once (prefill and reply again) on variants with a "
         f"retry_prompt: ×{1 + t.retry_share:g}",
-        "original_text and ext (TF-IDF) run no model: counted as jobs, not costed",
+        "original, extract, command and file variants run no GPU: counted as CPU jobs, not costed",
     ]
+    if endpoint_tokens:
+        assumptions.append(f"generate behind an endpoint: ~{endpoint_tokens:,.0f} tokens (prompt + reply) sent to "
+                           "it, not costed here")
     return Stage("compress", jobs, assumptions)
 
 
@@ -456,7 +466,8 @@ def stage_train(config: dict, counts: dict[str, Counts], t: Tokens) -> Stage:
                 continue
             items = counts[dataset].items if run.items is None else counts[dataset].items[:run.items]
             job = Job(starts=["train"])
-            job.add("train", "train", epochs * training_tokens(items, keep_share(config, run.condition), t))
+            job.add("train", "train",
+                    epochs * training_tokens(items, keep_share(config, run.condition, dataset), t))
             jobs.append(job)
     assumptions = [
         f"training: {epochs} epochs × the run's items (title + text + EOS); a compressed variant's text at its "
@@ -597,9 +608,9 @@ def stage_decompose(config: dict, counts: dict[str, Counts], t: Tokens) -> Stage
     system = len(ev["system_prompt"])
     jobs = []
     for variant in config["compression"]["variants"]:  # one job (one model load) per variant, every dataset
-        keep = keep_share(config, variant)
         job = Job(starts=[backend])
         for dataset in sorted(counts):
+            keep = keep_share(config, variant, dataset)
             items = {i.item_id: i for i in counts[dataset].items}
             for q in counts[dataset].questions:
                 prompt = _prompt(t, system + q.open_book_chars, 2) + context_tokens(q, items, keep, budget, t)

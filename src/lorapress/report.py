@@ -121,9 +121,18 @@ def judge_description(judge: dict | None) -> str:
     return f"{who}; {criteria}"
 
 
-def variant_order(values) -> list[str]:
-    order = [BASELINE, *VARIANTS]
-    return sorted(values, key=lambda v: order.index(v) if v in order else len(order))
+def variant_order(values, trr: dict | None = None) -> list[str]:
+    """The baseline, then variants by mean TRR where known (`trr`: variant -> TRR), else the seed order, then
+    by name: tables and plots read left to right from expansion to the strongest compression."""
+    seeds, trr = [BASELINE, *VARIANTS], trr or {}
+
+    def key(v):
+        rate = trr.get(v)
+        seed = seeds.index(v) if v in seeds else len(seeds)
+        known = v != BASELINE and rate is not None and rate == rate
+        return (v != BASELINE, 0.0 if not known else float(rate), seed, v)
+
+    return sorted(values, key=key)
 
 
 def section(anchor: str, title: str, *parts: str) -> str:
@@ -271,7 +280,8 @@ def trr_section(trr: pd.DataFrame, items: pd.DataFrame) -> str:
             parts.append(f'<p class="warn">{html.escape(dataset)}: TRR does not rise strictly from l1 to l5 — '
                          "the model did not hold every compression level apart.</p>")
     grid = sns.catplot(data=items, x="variant", y="trr_chars", col="dataset", kind="box",
-                       order=variant_order(items["variant"].unique()), height=3.4, aspect=1.4)
+                       order=variant_order(items["variant"].unique(), items.groupby("variant")["trr_chars"].mean().to_dict()),
+                       height=3.4, aspect=1.4)
     grid.set_xticklabels(rotation=35, ha="right")
     grid.set_axis_labels("", "TRR (%)")
     parts.append(figure_html(grid.figure, "TRR distribution per variant"))
@@ -442,7 +452,8 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                 part = table[table["metric"] == metric]
                 grid = part.pivot(index=index, columns="rank", values="score")
                 if index == "condition":
-                    grid = grid.reindex(variant_order(grid.index))
+                    rates = part.groupby("condition")["trr_mean"].first().to_dict() if "trr_mean" in part else None
+                    grid = grid.reindex(variant_order(grid.index, rates))
                 fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 0.6 + 0.5 * len(grid)))
                 sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
                 ax.set(title=f"{dataset}: {title}, {metric}", xlabel="rank", ylabel=index)

@@ -3,24 +3,37 @@
 # run names and paths; every config mistake fails here, before any job (lorapress.config).
 import json
 import os
+import re
 from functools import lru_cache
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from lorapress import SUMMARY_LEVELS, VARIANTS
-from lorapress.config import ConfigError, check_schema, check_semantics, resolve
+from lorapress.config import (
+    ConfigError,
+    check_moved_keys,
+    check_schema,
+    check_semantics,
+    given_variants,
+    normalise_variants,
+    resolve,
+)
 from lorapress.experiments import eval_chunks, experiment_runs
 from lorapress.fingerprint import code_fingerprint
 from lorapress.model import builtin_name, hub_dir_name, is_hub_id, is_pinned
+from lorapress.variants import compressor_kind, runs_a_model, settings_for
 
 min_version("9.0")
 
 
+SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 try:
-    check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+    check_moved_keys(config)
+    check_schema(config, SCHEMA)
+    GIVEN_VARIANTS = given_variants(config)
     validate(config, "../schemas/config.schema.yaml")  # fills the defaults
+    normalise_variants(config, GIVEN_VARIANTS, SCHEMA)  # compression.variants: name -> full definition, seeds filled in
     check_semantics(config)
     RESOLVED = resolve(config)
 except ConfigError as exc:
@@ -31,9 +44,13 @@ logger.info(
 )
 
 DATASETS = sorted(config["datasets"])
-VARIANTS_USED = config["compression"]["variants"]
-CPU_VARIANTS = [v for v in VARIANTS_USED if v not in SUMMARY_LEVELS]  # no model writes them: CPU jobs
-LEVEL_PATTERN = "|".join(SUMMARY_LEVELS)
+VARIANT_DEFINITIONS = config["compression"]["variants"]
+VARIANTS_USED = list(VARIANT_DEFINITIONS)
+# a local model writes these (generate with the base model or another): GPU jobs, sharded where asked
+MODEL_VARIANTS = [v for v in VARIANTS_USED if runs_a_model(VARIANT_DEFINITIONS[v])]
+# everything else (original, extract, command, file, an endpoint's generate) is a CPU job per variant
+CPU_VARIANTS = [v for v in VARIANTS_USED if v not in MODEL_VARIANTS]
+LEVEL_PATTERN = "|".join(MODEL_VARIANTS) or "^$"
 SHARDS = config["compression"]["shards"]
 UNSHARDED = [d for d in DATASETS if SHARDS.get(d, 1) == 1]
 SHARDED = [d for d in DATASETS if d not in UNSHARDED]
@@ -63,7 +80,7 @@ CODE = {stage: code_fingerprint(stage) for stage in RULE_STAGES}
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    variant="|".join(VARIANTS),
+    variant="|".join(VARIANTS_USED),
     chunk=r"h[01]*",
     rank=r"\d+",
     n_items=r"all|\d+",
@@ -83,6 +100,14 @@ BUILTIN_MODEL = builtin_name(config["model"]["base"])
 HUB_MODEL_DIR = (
     hub_dir_name(config["model"]["base"], config["model"]["revision"]) if is_hub_id(config["model"]["base"]) else None
 )
+# every hub model a job loads, fetched once by a local job: directory -> (id, revision)
+HUB_MODELS = {HUB_MODEL_DIR: (config["model"]["base"], config["model"]["revision"])} if HUB_MODEL_DIR else {}
+for _definition in config["compression"]["variants"].values():
+    if compressor_kind(_definition) == "model" and is_hub_id(_definition["compressor"]):
+        HUB_MODELS[hub_dir_name(_definition["compressor"], _definition["compressor_revision"])] = (
+            _definition["compressor"],
+            _definition["compressor_revision"],
+        )
 if HUB_MODEL_DIR and not is_pinned(config["model"]["revision"]):
     logger.warning(
         f"lorapress: model.revision is {config['model']['revision'] or 'unset'}: {config['model']['base']} is "
@@ -177,19 +202,64 @@ def dataset_files(pattern, datasets=None, **kw):
     return [pattern.format(dataset=d, **kw) for d in (DATASETS if datasets is None else datasets)]
 
 
-def variant_settings(variant):
-    """The config a variant is built from; nothing else reruns it."""
-    comp = config["compression"]
-    if variant in SUMMARY_LEVELS:
-        keys = ("max_tokens_slack", "max_input_tokens", "repetition_penalty")
-        return {**comp["levels"][variant], **{k: comp[k] for k in keys}}
-    if variant == "ext":
-        return comp["ext"]
-    return {}
+def variant_settings(variant, datasets=None):
+    """The config a variant is built from, per dataset of the job; nothing else reruns it. A command's
+    params also hold the sha256 of every argument that names a file (its script): editing it reruns."""
+    comp, definition = config["compression"], VARIANT_DEFINITIONS[variant]
+    shared = {}
+    if definition["kind"] == "generate":
+        shared = {k: comp[k] for k in ("max_tokens_slack", "max_input_tokens", "repetition_penalty")}
+    if definition["kind"] == "command":
+        from lorapress.judge import file_sha256
+
+        shared["files_sha256"] = {a: file_sha256(a) for a in definition["command"] if os.path.isfile(a)}
+    per_dataset = {d: settings_for(definition, d, shared) for d in (DATASETS if datasets is None else datasets)}
+    return {d: {k: v for k, v in s.items() if k != "description"} for d, s in per_dataset.items()}
+
+
+def variant_files(wildcards):
+    """A file variant's input files, one per dataset (editing one reruns the variant)."""
+    definition = VARIANT_DEFINITIONS[wildcards.variant]
+    return [settings_for(definition, d)["path"] for d in DATASETS] if definition["kind"] == "file" else []
+
+
+def compressor_model(variant):
+    """The directory (or id) of the model that writes a generate variant: the base model, or its own."""
+    definition = VARIANT_DEFINITIONS[variant]
+    if compressor_kind(definition) != "model":
+        return base_model()
+    compressor = definition["compressor"]
+    return f"resources/models/{hub_dir_name(compressor, definition['compressor_revision'])}" if is_hub_id(
+        compressor
+    ) else compressor
+
+
+def compressor_input(wildcards):
+    """The compressor's model directory as a file dependency (fetched or converted first)."""
+    path = compressor_model(wildcards.variant)
+    if path == base_model():
+        return base_model_input()
+    return [path] if path.startswith("resources/models/") or os.path.isdir(path) else []
+
+
+def compressor_arg(wildcards, input):
+    """The compressor a job loads: its input when it is a file (no rerun trigger), else the id."""
+    model = input.get("model")
+    return model[0] if model else compressor_model(wildcards.variant)
+
+
+def endpoint_tokenizer_input(wildcards):
+    """An endpoint compressor's lengths are counted with the base model's tokenizer: its directory."""
+    return base_model_input() if compressor_kind(VARIANT_DEFINITIONS[wildcards.variant]) == "endpoint" else []
+
+
+def endpoint_tokenizer_arg(wildcards, input):
+    tokenizer = input.get("tokenizer")
+    return f"--model={tokenizer[0]}" if tokenizer else ""
 
 
 def compress_engine():
-    """Engine params of the summary levels (compress_cpu's variants run no model)."""
+    """Engine params of the variants a model writes (the same for every compressor: dtype, backend, context)."""
     return as_json({**engine_params(), "backend": RESOLVED["compression_backend"]})
 
 

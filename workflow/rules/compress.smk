@@ -1,13 +1,16 @@
-# Stage compress. Variants a model writes (the summary levels) run on a GPU: one job per level covering
-# every unsharded dataset with one engine start (the expensive part); a dataset listed in
-# compression.shards is split into that many jobs per level, gathered into the same file. Variants no
-# model writes (original_text, ext) are CPU work: one job each for every dataset, asking for no GPU.
-# A variant's params hold only its own settings, so editing one level reruns only that level.
+# Stage compress. Variants a local model writes (generate: the summary levels, rewrites) run on a GPU:
+# one job per variant covering every unsharded dataset with one engine start (the expensive part); a
+# dataset listed in compression.shards is split into that many jobs per variant, gathered into the same
+# file. The other kinds (original, extract, command, file, an endpoint's generate) are CPU work: one job
+# each for every dataset, asking for no GPU. A variant's params hold only its own definition (per
+# dataset), so editing one variant reruns only that variant.
 
 
 rule compress_cpu:
     input:
         docs=dataset_files("results/data/{dataset}/docs.jsonl"),
+        files=variant_files,
+        tokenizer=endpoint_tokenizer_input,
     output:
         variant=dataset_files("results/compressed/{dataset}/{{variant}}.jsonl"),
         meta=dataset_files("results/compressed/{dataset}/{{variant}}.meta.json"),
@@ -23,10 +26,14 @@ rule compress_cpu:
         mem_mb=RES["light_mem_mb"],
     params:
         settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
+        datasets=DATASETS,
+        engine=compress_engine(),
+        model=endpoint_tokenizer_arg,
         code=CODE["compress"],
     shell:
-        "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
-        " --out {output.variant} --meta {output.meta} --settings {params.settings:q} > {log} 2>&1"
+        "lorapress compress --variant {wildcards.variant} --datasets {params.datasets} --docs {input.docs}"
+        " --out {output.variant} --meta {output.meta} --settings {params.settings:q}"
+        " --engine {params.engine:q} {params.model} > {log} 2>&1"
 
 
 if UNSHARDED:
@@ -34,7 +41,7 @@ if UNSHARDED:
     rule compress:
         input:
             docs=dataset_files("results/data/{dataset}/docs.jsonl", UNSHARDED),
-            model=base_model_input(),
+            model=compressor_input,
         output:
             variant=dataset_files("results/compressed/{dataset}/{{variant}}.jsonl", UNSHARDED),
             meta=dataset_files("results/compressed/{dataset}/{{variant}}.meta.json", UNSHARDED),
@@ -55,12 +62,13 @@ if UNSHARDED:
             vllm_bind=RES["vllm_cpu_threads_bind"],
             vllm_gpu_util=VLLM_GPU_UTIL,
         params:
-            settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
+            settings=lambda wildcards: as_json(variant_settings(wildcards.variant, UNSHARDED)),
+            datasets=UNSHARDED,
             engine=compress_engine(),
-            model=model_arg,
+            model=compressor_arg,
             code=CODE["compress"],
         shell:
-            "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
+            "lorapress compress --variant {wildcards.variant} --datasets {params.datasets} --docs {input.docs}"
             " --out {output.variant} --meta {output.meta} --settings {params.settings:q}"
             " --model={params.model:q} --engine {params.engine:q}"
             " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"
@@ -72,7 +80,7 @@ if SHARDED:
     rule compress_shard:
         input:
             docs="results/data/{dataset}/docs.jsonl",
-            model=base_model_input(),
+            model=compressor_input,
         output:
             variant="results/compressed/{dataset}/shards/{variant}.{shard}-of-{shards}.jsonl",
             meta="results/compressed/{dataset}/shards/{variant}.{shard}-of-{shards}.meta.json",
@@ -93,12 +101,12 @@ if SHARDED:
             vllm_bind=RES["vllm_cpu_threads_bind"],
             vllm_gpu_util=VLLM_GPU_UTIL,
         params:
-            settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
+            settings=lambda wildcards: as_json(variant_settings(wildcards.variant, [wildcards.dataset])),
             engine=compress_engine(),
-            model=model_arg,
+            model=compressor_arg,
             code=CODE["compress"],
         shell:
-            "lorapress compress --variant {wildcards.variant} --docs {input.docs}"
+            "lorapress compress --variant {wildcards.variant} --datasets {wildcards.dataset} --docs {input.docs}"
             " --out {output.variant} --meta {output.meta} --shard {wildcards.shard} {wildcards.shards}"
             " --settings {params.settings:q} --model={params.model:q} --engine {params.engine:q}"
             " --threads {threads} --kv-cache-gib {resources.vllm_kv_gib} --cpu-bind {resources.vllm_bind}"

@@ -36,14 +36,14 @@ rule fetch_model:
     log:
         "logs/model/{hub}.log",
     wildcard_constraints:
-        hub=HUB_MODEL_DIR or "^$",
+        hub="|".join(re.escape(d) for d in HUB_MODELS) or "^$",
     conda:
         "../../envs/data.yaml"
     resources:
         mem_mb=RES["light_mem_mb"],
     params:
-        hub=config["model"]["base"],
-        revision=config["model"]["revision"] or "main",
+        hub=lambda wildcards: HUB_MODELS[wildcards.hub][0],
+        revision=lambda wildcards: HUB_MODELS[wildcards.hub][1] or "main",
         code=CODE["model"],
     shell:
         "lorapress model --hub {params.hub} --revision {params.revision} --out {output} > {log} 2>&1"
