@@ -317,3 +317,41 @@ def test_a_capacity_curve_without_scores_leaves_its_claim_untested():
     claims = evaluate_claims({("capacity", "lme"): pd.DataFrame(rows)}, {"lme": "longmemeval"}, {"lme": ["f1"]})
     capacity = [c for c in claims if c["claim"] == "capacity_interior_peak"]
     assert capacity and all(c["verdict"] == "not tested" for c in capacity)
+
+
+def test_multiple_choice_accuracy_is_a_percentage_metric_with_intervals(tmp_path):
+    """mc_acc / mc_acc_norm flow from the answer records (booleans, None where not scored, read back from JSON as
+    the pipeline reads them) to per-question 0/100 scores, run means and a table with intervals."""
+    won = {"baseline": ([False, False, True, None], [False, True, True, None]),
+           "original_text/r8_nall_s0": ([True, True, True, None], [True, False, True, None])}
+    records = [{"run_id": run, "question_set": "dataset", "question_id": f"q{i}", "question_type": "wiki",
+                "abstention": i == 3, "truncated": False, "answer_loglik": -1.0,
+                "distractor_loglik": None if i == 3 else -2.0, "distractors_beaten": None if i == 3 else 1.0,
+                "f1": 50.0, "mc_acc": acc[i], "mc_acc_norm": norm[i]}
+               for run, (acc, norm) in won.items() for i in range(4)]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    qs = question_scores(pd.read_json(path, lines=True), None, "wiki")
+    base = qs[(qs["run_id"] == "baseline") & (qs["metric"] == "mc_acc")].set_index("question_id")["value"]
+    assert base[["q0", "q1", "q2"]].tolist() == [0.0, 0.0, 100.0] and np.isnan(base["q3"])  # abstention: not scored
+    metrics = {m: (v, n) for m, v, n in run_metrics(qs[qs["run_id"] == "baseline"])}
+    assert metrics["mc_acc"] == (pytest.approx(100 / 3), 3) and metrics["mc_acc_norm"] == (pytest.approx(200 / 3), 3)
+    scores = run_scores(qs, "wiki", [("compression", r) for r in won])
+    study = Study(scores, "wiki", BOOT, qs, margins={"mc_acc": 2.0, "mc_acc_norm": 2.0})
+    table = compression_table(study, ["mc_acc", "mc_acc_norm"]).set_index(["metric", "condition"])
+    trained = table.loc[("mc_acc", "original_text")]
+    assert trained["score"] == 100.0 and trained["vs_baseline_diff"] == pytest.approx(200 / 3)
+    assert trained["vs_baseline_ci_low"] <= trained["vs_baseline_diff"] <= trained["vs_baseline_ci_high"]
+    assert trained["n_questions"] == 3 and trained["vs_baseline_margin"] == 2.0
+    norm = table.loc[("mc_acc_norm", "original_text")]
+    assert norm["score"] == pytest.approx(200 / 3) and norm["vs_baseline_diff"] == pytest.approx(0.0)
+
+
+def test_report_states_the_chance_level_beside_multiple_choice_accuracy():
+    from lorapress import report
+
+    assert report.label("mc_acc") == "multiple-choice accuracy (%)"
+    assert report.label("mc_acc_norm") == "multiple-choice accuracy, length-normalised (%)"
+    page = report.answers_section({"datasets": {"wiki": {"metrics": ["f1", "mc_acc"]}}})
+    assert "multiple-choice accuracy (%)" in page and "would already score 25%" in page
+    assert "25%" not in report.answers_section({"datasets": {"wiki": {"metrics": ["f1"]}}})

@@ -4,7 +4,7 @@ from lorapress.judge import (
     SCORE_CHOICES, VERDICT_CHOICES, judge_items, longmemeval_prompt, parse_score, parse_verdict, verdict_fields,
     wiki_prompt,
 )
-from lorapress.metrics import answer_scores, distractor_scores
+from lorapress.metrics import answer_scores, distractor_scores, multiple_choice
 
 
 def test_perfect_answer_scores_full_marks():
@@ -91,3 +91,34 @@ def test_distractor_scores_average_the_distractors():
     scores = distractor_scores([[-1.0, -1.0], [-3.0], [-0.5, -1.5], [-2.0]])
     assert scores == {"answer_loglik": -1.0, "distractor_loglik": pytest.approx(-2.0), "distractors_beaten": 2 / 3}
     assert distractor_scores([[-1.0]]) == {"answer_loglik": -1.0, "distractor_loglik": None, "distractors_beaten": None}
+
+
+def test_multiple_choice_sums_for_acc_and_divides_by_characters_for_acc_norm():
+    """Hand-made log-probs where the summed and the per-character scores disagree (and the per-token mean, which
+    neither uses, disagrees with the sum)."""
+    # A long reference: the lowest sum (-6, more tokens to pay for), the highest per character (-6/21).
+    long_reference = [[-1.0] * 6, [-3.0], [-2.5, -1.0], [-4.0]]
+    assert multiple_choice(long_reference, ["Jean-Baptiste Lamarck", "Darwin", "Cuvier", "Buffon"]) == \
+        {"mc_acc": False, "mc_acc_norm": True}
+    # A short reference: the highest sum (-1.5 against -2.0), the lowest per character (-0.75 against -2/7).
+    short_reference = [[-1.5], [-1.0, -1.0], [-2.0, -2.5], [-2.0]]
+    assert multiple_choice(short_reference, ["Ur", "Babylon", "Nineveh", "Uruk"]) == \
+        {"mc_acc": True, "mc_acc_norm": False}
+    # Characters, not UTF-8 bytes: "Zürich" is 6 characters (7 bytes): -6.6/6 < -6/6, though -6.6/7 > -6/6.
+    assert multiple_choice([[-6.6], [-6.0], [-8.0], [-10.0]], ["Zürich", "Geneva", "Bern", "Basel"]) == \
+        {"mc_acc": False, "mc_acc_norm": False}
+
+
+def test_multiple_choice_counts_a_tie_as_not_won():
+    # "abc" and "xyz" tie on both the sum and the per-character score; the others score lower.
+    tied = [[-1.0, -1.0], [-2.0], [-5.0], [-5.0]]
+    assert multiple_choice(tied, ["abc", "xyz", "def", "ghi"]) == {"mc_acc": False, "mc_acc_norm": False}
+    # tied on the sum only: the shorter reference loses per character
+    assert multiple_choice([[-2.0], [-2.0], [-5.0], [-5.0]], ["ab", "abcd", "de", "fg"]) == \
+        {"mc_acc": False, "mc_acc_norm": False}
+
+
+def test_multiple_choice_scores_only_questions_with_three_distractors():
+    """Fewer choices would raise the chance level above 25%: such a question is not scored (None)."""
+    assert multiple_choice([[-1.0], [-3.0], [-3.0]], ["a", "b", "c"]) == {"mc_acc": None, "mc_acc_norm": None}
+    assert multiple_choice([[-1.0]], ["an explanation"]) == {"mc_acc": None, "mc_acc_norm": None}  # abstention

@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 
 OVERLAP_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "f1")
 LOGLIK_METRICS = ("answer_loglik", "answer_margin", "answer_preferred")
+MC_METRICS = ("mc_acc", "mc_acc_norm")  # lm-evaluation-harness's acc and acc_norm over the reference and 3 distractors
 JUDGE_METRICS = ("judge_score", "judge_expected", "judge_accuracy", "judge_p_yes")
 CONTROL_METRICS = {"f1": "control_f1", "answer_loglik": "control_loglik"}
-KNOWN_METRICS = (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, "truncated", *CONTROL_METRICS.values())
+KNOWN_METRICS = (*OVERLAP_METRICS, *LOGLIK_METRICS, *MC_METRICS, *JUDGE_METRICS, "truncated",
+                 *CONTROL_METRICS.values())
 # Names that stand for the judge's metric of each dataset: the rubric for wiki, the verdict elsewhere.
 ALIASES = {"judge": ("judge_score", "judge_accuracy"), "judge_weighted": ("judge_expected", "judge_p_yes")}
 METRIC_NAMES = (*KNOWN_METRICS, *ALIASES)
@@ -58,12 +60,15 @@ def question_scores(answers: pd.DataFrame, verdicts: pd.DataFrame | None, datase
     records = answers.copy()
     records["answer_margin"] = records["answer_loglik"] - records["distractor_loglik"]
     records["answer_preferred"] = 100.0 * records["distractors_beaten"].astype(float)
+    for metric in (m for m in MC_METRICS if m in records):  # answers written before these scores lack them
+        records[metric] = 100.0 * records[metric].astype(float)  # won 100, lost 0, not scored (None) NaN
     records["truncated"] = 100.0 * records["truncated"].astype(float)
     if verdicts is not None and len(verdicts):
         v = judge_values(verdicts)
         keep = ["run_id", "question_id"] + [m for m in (*JUDGE_METRICS, UNPARSED) if m in v]
         records = records.merge(v[keep], on=["run_id", "question_id"], how="left")
-    metrics = [m for m in (*OVERLAP_METRICS, *LOGLIK_METRICS, *JUDGE_METRICS, UNPARSED, "truncated") if m in records]
+    metrics = [m for m in (*OVERLAP_METRICS, *LOGLIK_METRICS, *MC_METRICS, *JUDGE_METRICS, UNPARSED, "truncated")
+               if m in records]
     main = records[records["question_set"] == "dataset"]
     ids = ["run_id", "question_set", "question_id", "question_type", "abstention"]
     frames = [main.melt(id_vars=ids, value_vars=metrics, var_name="metric")]

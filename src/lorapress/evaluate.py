@@ -5,7 +5,10 @@ with its finish reason (a `length` finish = truncated), the overlap scores, and 
 log-likelihood: the mean per-token log-probability of the reference answer given the
 question, and of a distractor (a wrong answer of the same kind, another item's). Their
 difference, the knowledge-specific margin, widens only when the adapter learned the fact,
-not when it merely shifted towards the domain's style.
+not when it merely shifted towards the domain's style. Over the same choices, the reference
+and its three distractors, it records lm-evaluation-harness's multiple-choice scores: whether
+the reference out-scores every distractor by summed log-likelihood (`mc_acc`) and by
+log-likelihood per character (`mc_acc_norm`).
 
 The chunk's answers are then cross-checked: a sample of every run's answers is generated
 again through the other backend (transformers + peft against vLLM). Two answers agree when
@@ -26,7 +29,7 @@ import time
 
 from .engine import BACKENDS, EngineSettings, add_runtime_arguments, apply_runtime, open_engine
 from .io import StageError, parse_json_arg, provenance, read_json, read_jsonl, write_json, write_jsonl
-from .metrics import answer_scores, distractor_scores
+from .metrics import answer_scores, distractor_scores, multiple_choice
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def answer_chunk(engine, runs: list[dict], questions: list[dict], control: list[
                                       groups=[run["run_id"] for run, _, _ in keys])
     log.info("answered %d questions and scored their answer log-likelihoods in %.1f s", len(keys),
              time.perf_counter() - started)
-    loglik = {k: distractor_scores(lps) for k, lps in enumerate(logprobs)}
+    loglik = {k: distractor_scores(lps) | multiple_choice(lps, replies[k]) for k, lps in enumerate(logprobs)}
 
     records = []
     for k, ((run, q, qset), answer) in enumerate(zip(keys, answers)):

@@ -3,11 +3,12 @@
 ROUGE from rouge-score, BLEU and n-gram precisions from sacrebleu (its default
 13a word tokeniser, meant for English), and SQuAD-style exact match / token F1
 from torchmetrics.
-All scores are on a 0-100 scale.
+All scores are on a 0-100 scale. The multiple-choice scores (`multiple_choice`) follow lm-evaluation-harness.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from statistics import fmean
 
@@ -71,3 +72,37 @@ def distractor_scores(logprobs: list[list[float]]) -> dict:
     reference, *others = [fmean(lp) for lp in logprobs]
     return {"answer_loglik": reference, "distractor_loglik": fmean(others) if others else None,
             "distractors_beaten": sum(reference > o for o in others) / len(others) if others else None}
+
+
+MC_CHOICES = 4  # the reference and three distractors: a blind guess picks the reference one time in four (25%)
+
+
+def reference_wins(scores: list[float]) -> bool:
+    """Whether the first score (the reference's) is strictly above every other: a tie is not a win, so a model
+    indifferent between the reference and a distractor is not credited with knowing the answer."""
+    reference, *others = scores
+    return all(reference > o for o in others)
+
+
+def multiple_choice(logprobs: list[list[float]], choices: list[str]) -> dict:
+    """lm-evaluation-harness's `acc` and `acc_norm` of one question whose choices are [reference, *distractors],
+    from the token log-probs of each choice as the reply to the question.
+
+    `mc_acc`: the reference has the highest summed log-likelihood; `mc_acc_norm`: the highest summed
+    log-likelihood per character of the choice's text, so a long answer is not out-scored merely for having more
+    tokens to pay for. As in lm-evaluation-harness's lm_eval/api/task.py (commit 0004883,
+    ConfigurableTask.process_results, output_type multiple_choice):
+    `completion_len = np.array([float(len(i)) for i in choices])`, `pred = np.argmax(lls)`,
+    `pred_norm = np.argmax(lls / completion_len)`, with `lls` the summed log-likelihood of each continuation and
+    `len` the characters of the choice string (not its UTF-8 bytes). Here the continuation is exactly the choice
+    string (no leading-space delimiter), so its characters are what is normalised by. One deliberate difference:
+    np.argmax breaks a tie towards the first choice, which would credit the reference (first here) with a tie;
+    here a tie counts as not won.
+
+    A question with other than three distractors (an abstention question has none; a small group may give
+    fewer) is not scored (None), so every scored question has the same 25% chance level."""
+    if len(choices) != MC_CHOICES:
+        return {"mc_acc": None, "mc_acc_norm": None}
+    sums = [math.fsum(lp) for lp in logprobs]
+    return {"mc_acc": reference_wins(sums),
+            "mc_acc_norm": reference_wins([s / len(c) for s, c in zip(sums, choices)])}

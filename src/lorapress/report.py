@@ -42,6 +42,15 @@ METRIC_LABELS = {
     "answer_loglik": "answer log-likelihood (nats/token)", "answer_margin": "answer − distractor log-likelihood",
     "answer_preferred": "answer preferred over distractor (%)", "control_f1": "control F1 (forgetting)",
     "control_loglik": "control log-likelihood (forgetting)",
+    "mc_acc": "multiple-choice accuracy (%)", "mc_acc_norm": "multiple-choice accuracy, length-normalised (%)",
+}
+# Where a blind guess already scores: said beside every table or figure of such a metric, so 25% is not read as
+# knowledge gained.
+CHANCE_NOTES = {
+    "mc_acc": "Multiple-choice accuracy is the share of questions on which the model finds the right answer more "
+              "likely than each of three wrong ones, so guessing blindly among the four would already score 25%.",
+    "mc_acc_norm": "Length-normalised multiple-choice accuracy is the same with each answer's likelihood counted per "
+                   "character, so a long answer is not at a disadvantage; guessing blindly would again score 25%.",
 }
 
 
@@ -104,6 +113,11 @@ def mark_judge(summary: dict) -> None:
 def label(metric: str) -> str:
     text = METRIC_LABELS.get(metric, metric)
     return text + _JUDGE_TAG["tag"] if metric.startswith("judge") else text
+
+
+def chance_note(metric: str) -> str:
+    """The metric's chance level in one sentence, or nothing for a metric without one."""
+    return note(CHANCE_NOTES[metric]) if metric in CHANCE_NOTES else ""
 
 
 def judge_short(judge: dict) -> str:
@@ -205,7 +219,9 @@ def answers_section(summary: dict) -> str:
             + (f"judge {'informative' if judge.get('informative') else '<span class=warn>uninformative</span>'} "
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
+    listed = {m for s in summary["datasets"].values() for m in s["metrics"]}
     return section("answers", "The answers in one table", table_html(pd.DataFrame(rows)),
+                   *(chance_note(m) for m in CHANCE_NOTES if m in listed),
                    note("* = the interval excludes zero, † = also after Holm's adjustment. Capacity peak and knee "
                         "carry the 95% interval of their bootstrap replicates. A rank is recommended only where the "
                         "interval of its lead over the runner-up excludes zero."),
@@ -239,7 +255,8 @@ def claims_section(summary: dict) -> str:
         "interval; the study's own replicate runs of one setting (r16, 500 items, original text) scored "
         f"{', '.join(f'{v:.3f}' for v in spread.get('values', []))}: a spread of {num(spread.get('range'), 3)} on "
         "its 1–5 scale, as large as several of the differences it reports (e.g. 2.247 vs 2.212 = 0.035)."),
-        table_html(pd.DataFrame(rows), 3))
+        table_html(pd.DataFrame(rows), 3),
+        *(chance_note(m) for m in CHANCE_NOTES if m in {c.get("metric") for c in claims}))
 
 
 def adapters_section(runs: pd.DataFrame, summary: dict) -> str:
@@ -368,7 +385,8 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
             verdict = (f'<p class="note">{label(metric)}: no condition differs from the baseline beyond chance '
                        "(Holm) — on this metric these runs cannot separate the conditions.</p>") if len(flagged) == 0 \
                 else ""
-            parts += [f"<h4>{html.escape(label(metric))}</h4>", table_html(pd.DataFrame(rows)), verdict]
+            parts += [f"<h4>{html.escape(label(metric))}</h4>", chance_note(metric), table_html(pd.DataFrame(rows)),
+                      verdict]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, pick in zip(axes, ("headline", "answer_loglik")):
         for dataset, table in tables.items():
@@ -428,8 +446,8 @@ def capacity_section(tables: dict[str, pd.DataFrame], summary: dict) -> str:
                                          "knee 95% interval": f"[{num(c.get('knee_ci_low'), 0)}, {num(c.get('knee_ci_high'), 0)}]",
                                          "replicates with a knee": num(100 * c["knee_found_share"], 0) + "%"
                                          if c.get("knee_found_share") is not None else "–"})
-            parts += [f"<h3>{html.escape(dataset)}: {html.escape(label(metric))}</h3>", table_html(pd.DataFrame(rows)),
-                      table_html(pd.DataFrame(summary_rows))]
+            parts += [f"<h3>{html.escape(dataset)}: {html.escape(label(metric))}</h3>", chance_note(metric),
+                      table_html(pd.DataFrame(rows)), table_html(pd.DataFrame(summary_rows))]
         parts.append(figure_html(fig, f"{dataset} capacity curves"))
     return section("capacity", "Capacity: where adding knowledge stops helping", *parts)
 
@@ -463,7 +481,7 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                          "if no difference from top rank": if_no_difference(r, "vs_top_rank")}
                         for _, r in part.iterrows()]
                 parts += [f"<h3>{html.escape(dataset)}: {title}, {html.escape(label(metric))}</h3>",
-                          figure_html(fig, f"{dataset} {title}"), table_html(pd.DataFrame(rows))]
+                          chance_note(metric), figure_html(fig, f"{dataset} {title}"), table_html(pd.DataFrame(rows))]
     for dataset, s in summary["datasets"].items():
         for metric, rec in s.get("rank_recommendation", {}).items():
             if not rec.get("available"):
@@ -474,7 +492,7 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                          f"TRR levels: {', '.join(num(t, 1) for t in rec['trr_measured'])}. Bands outside them get no "
                          f"recommendation ({', '.join(rec['bands_outside_data']) or 'none'})"
                          + (f"; ranks without two TRR levels left out: {rec['dropped_ranks']}" if rec["dropped_ranks"] else "")
-                         + ".</p>")
+                         + ".</p>" + chance_note(metric))
             bands = pd.DataFrame([{"TRR band %": b["trr_band"], "compared at TRR": num(b["trr_at"], 1),
                                    "best": f"r={b['best_rank']}", "runner-up": f"r={b['runner_up']}",
                                    "lead [95% CI]": with_ci(b["rank_effect"], b["rank_effect_ci_low"],
