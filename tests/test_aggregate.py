@@ -355,3 +355,109 @@ def test_report_states_the_chance_level_beside_multiple_choice_accuracy():
     page = report.answers_section({"datasets": {"wiki": {"metrics": ["f1", "mc_acc"]}}})
     assert "multiple-choice accuracy (%)" in page and "would already score 25%" in page
     assert "25%" not in report.answers_section({"datasets": {"wiki": {"metrics": ["f1"]}}})
+
+
+# ---------------------------------------------------------------- fact survival first; say nothing the data do not say
+def test_fact_survival_leads_the_compression_table_with_its_wilson_interval():
+    """Old: the compression table started with rank and items; fact survival only in the decomposition table, with
+    a bootstrap interval that shrinks to a point at 0% (as if a few questions proved that nothing survived)."""
+    from lorapress.aggregate import compressor, fact_survival, tables_for, variant_profiles
+
+    records = pd.DataFrame({"fact_survived": [True, True, True, False, None]})  # None: an abstention question
+    fact = fact_survival(records, 0.95)
+    assert fact["fact_survival"] == 75.0  # 3 of the 4 questions with a fact to survive
+    assert (fact["fact_survival_ci_low"], fact["fact_survival_ci_high"]) == (pytest.approx(30.064, abs=1e-3),
+                                                                              pytest.approx(95.441, abs=1e-3))  # Wilson
+    none = fact_survival(pd.DataFrame({"fact_survived": [False] * 10}), 0.95)
+    assert none["fact_survival"] == 0.0 and none["fact_survival_ci_low"] == 0.0
+    assert none["fact_survival_ci_high"] == pytest.approx(100 * 1.96 ** 2 / (10 + 1.96 ** 2), abs=0.01)  # 27.75, not 0
+
+    study, _ = seeded_study({"original_text": 0.0, "summ_l1_slight": 0.0})
+    profiles = variant_profiles({"baseline", "original_text", "summ_l1_slight"}, {"summ_l1_slight": {"trr_mean": 35.0}},
+                                {"summ_l1_slight": fact}, {}, "builtin:smollm2-135m-instruct")
+    table = tables_for(study, SETTINGS, {}, profiles=profiles)["compression"]
+    assert list(table.columns[:6]) == ["condition", "compressor", "trr_mean", "fact_survival", "fact_survival_ci_low",
+                                       "fact_survival_ci_high"]
+    l1 = by_condition(table).loc["summ_l1_slight"]
+    assert l1["compressor"] == "base model (builtin:smollm2-135m-instruct)" and l1["trr_mean"] == 35.0
+    assert l1["fact_survival"] == 75.0 and l1["fact_survival_ci_low"] == pytest.approx(30.064, abs=1e-3)
+    assert by_condition(table).loc["original_text", "compressor"] == "none"
+    assert compressor("ext", None, "m") == "TF-IDF extractive"
+    assert compressor("summ_l1_slight", {"compressor": "Qwen/Qwen3-8B"}, "m") == "Qwen/Qwen3-8B"  # provenance first
+    assert compressor("summ_l1_slight") == "not recorded"  # another study's scores: no default assumed
+
+    from lorapress.report import lead_cells, variants_table
+
+    assert lead_cells(l1) == {"compressor": "base model (builtin:smollm2-135m-instruct)", "TRR %": "35.0",
+                              "fact survival % [95% CI]": "75.0 [30.1, 95.4]"}
+    shown = variants_table({"metrics": ["f1"]}, table)
+    assert list(shown.columns[:4]) == ["condition", "compressor", "TRR %", "fact survival % [95% CI]"]
+
+
+def test_best_condition_is_named_only_where_it_separates_from_the_others():
+    """Old: the highest point estimate was named the best condition, however close the runner-up."""
+    from lorapress.report import answers_section
+
+    # both trained conditions far above the baseline, 0.3 points apart: neither separates from the other
+    study, _ = seeded_study({"original_text": 5.0, "summ_l1_slight": 5.3, "ext": 0.0})
+    close = best_condition(compression_table(study, ["f1"]), "f1", study)
+    assert close["separates"] is False and close["condition"] is None
+    assert close["top_point_estimate"] in ("original_text", "summ_l1_slight")
+    assert {close["top_point_estimate"], close["runner_up"]} == {"original_text", "summ_l1_slight"}
+    assert close["vs_runner_up_ci_low"] < 0 < close["vs_runner_up_ci_high"]
+    summary = {"datasets": {"wiki": {"metrics": ["f1"], "best_condition": {"f1": close}}}}
+    assert (f"no condition separates from the others (highest point estimate: {close['top_point_estimate']})"
+            in answers_section(summary))
+    # 8 points above every other condition: it separates, and only then is it named
+    study, _ = seeded_study({"original_text": 0.0, "summ_l1_slight": 8.0, "ext": 0.0})
+    clear = best_condition(compression_table(study, ["f1"]), "f1", study)
+    assert clear["separates"] is True and clear["condition"] == clear["top_point_estimate"] == "summ_l1_slight"
+    # without per-question or per-seed data nothing can separate
+    assert best_condition(compression_table(study, ["f1"]), "f1")["condition"] is None
+
+
+def test_an_uninformative_judge_reads_judge_uninformative_and_is_not_the_headline():
+    """Old: the answers table gave the flat judge score (1.00 on every condition) and its best condition, the claims
+    read 'not significant ... equivalent', and the headline plot showed the judge."""
+    from lorapress.aggregate import headline_metric
+    from lorapress.claims import evaluate_claims
+    from lorapress.report import answers_section, claims_section
+
+    assert headline_metric(["judge_score", "f1", "answer_loglik"], False)[0] == "judge_score"
+    metric, why = headline_metric(["judge_score", "f1", "answer_loglik"], True)
+    assert metric == "f1" and "judge failed its controls" in why
+    assert headline_metric(["judge_score"], True)[0] is None
+
+    scores = pd.DataFrame([row(c, v, metric=m) for m in ("judge_score", "f1")
+                           for c, v in (("baseline", 1.0), ("original_text", 1.0), ("summ_l1_slight", 1.0))])
+    table = compression_table(Study(scores, "wiki", BOOT), ["judge_score", "f1"])
+    claims = evaluate_claims({("compression", "wiki"): table}, {"wiki": "wiki"}, {"wiki": ["judge_score", "f1"]},
+                             uninformative_judges={"wiki"})
+    judged = [c for c in claims if c["metric"] == "judge_score"]
+    assert judged and all(c["verdict"] == "judge uninformative" and "estimate" not in c for c in judged)
+    assert all(c["verdict"] != "judge uninformative" for c in claims if c["metric"] == "f1")
+
+    best = {"condition": "original_text", "top_point_estimate": "original_text", "separates": True, "score": 1.0,
+            "ci_low": 1.0, "ci_high": 1.0, "vs_baseline_diff": 0.0}
+    summary = {"datasets": {"wiki": {"metrics": ["judge_score"], "judge_uninformative": True,
+                                     "best_condition": {"judge_score": best}}}, "claims": judged}
+    page = answers_section(summary, {"wiki": table})
+    assert page.count("<td>judge uninformative</td>") == 6 + 3  # its answers row; its cell of each condition
+    assert "1.00 [1.00, 1.00]" not in page and "original_text</td>" in page
+    claims_page = claims_section(summary)
+    assert "<td>judge uninformative</td>" in claims_page and "not significant" not in claims_page.split("<table")[1]
+
+
+def test_the_report_opens_with_the_runs_scale_and_tests_the_claims_at_it():
+    from lorapress.aggregate import run_scale
+    from lorapress.report import claims_section, model_size, scale_sentence
+
+    study, _ = seeded_study({"original_text": 0.0}, seeds=3, questions=36)
+    assert run_scale(study, 3) == {"items": None, "questions": 36, "seeds": 3}
+    summary = {"datasets": {"wiki": {"scale": {"items": 12, "questions": 36, "seeds": 1}}},
+               "claims": [{"text": "a claim", "dataset": "wiki", "metric": "f1", "verdict": "not tested"}]}
+    scale = scale_sentence(summary, "builtin:smollm2-135m-instruct")
+    assert scale == "135M model (builtin:smollm2-135m-instruct); wiki: 12 items, 36 questions, 1 seed"
+    assert "tested at this run's scale (135M model (builtin:smollm2-135m-instruct); wiki: 12 items" in \
+        claims_section(summary, scale)
+    assert model_size("Qwen/Qwen3-8B") == "8B" and model_size("gpt2") is None

@@ -50,7 +50,10 @@ def test_aggregate_runs_on_its_own(tmp_path):
     out = lorapress("aggregate", "--settings", SETTINGS, "--from-scores", str(scores), "--out-dir", str(tmp_path / "t"))
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(tmp_path / "t/compression_wiki.csv").set_index("condition")
-    assert list(table.columns[:4]) == ["rank", "items", "metric", "score"]
+    # each variant's compressor, TRR and fact survival first (not measured in a scores file: NaN)
+    assert list(table.columns[:9]) == ["compressor", "trr_mean", "fact_survival", "fact_survival_ci_low",
+                                       "fact_survival_ci_high", "rank", "items", "metric", "score"]
+    assert table.loc["original_text", "compressor"] == "none"
     assert table.loc["original_text", "score"] == 32.0 and table.loc["original_text", "vs_baseline_diff"] == 22.0
     assert table.loc["original_text", "vs_baseline_pct"] == 220.0 and table.loc["original_text", "n_seeds"] == 2
     assert json.loads((tmp_path / "t/summary.json").read_text())["wiki"]["best_condition"]["f1"]["condition"] == \

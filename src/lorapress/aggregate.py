@@ -10,8 +10,10 @@ Layers, each usable on its own:
    with raw and Holm-adjusted significance within its table, the smallest difference it could
    detect (`_mdd`) and, where a "no difference" is in question, an equivalence test (`_equivalent`);
 3. the tables (compression, capacity, rank x items, rank x compression), one row per cell and
-   metric, and `summary.json` (best condition, capacity peak and knee with their intervals,
-   the fitted rank recommendation, inert adapters, self-checks, judge controls, claims).
+   metric (the compression table led by each variant's compressor, TRR and fact survival), and
+   `summary.json` (the run's scale, the headline metric, best condition, capacity peak and knee
+   with their intervals, the fitted rank recommendation, inert adapters, self-checks, judge
+   controls, claims).
 
 `lorapress aggregate` runs on this pipeline's outputs, or on any long-format scores file
 (e.g. another study's): each experiment's table is built from that experiment's own rows,
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import BASELINE, ORIGINAL, VARIANTS
+from . import BASELINE, EXTRACTIVE, ORIGINAL, SUMMARY_LEVELS, VARIANTS
 from .diagnostics import judge_controls, run_diagnostics
 from .experiments import Run
 from .judge import LME_TYPES
@@ -408,6 +410,67 @@ def _order(conditions, trr: dict | None = None) -> list[str]:
     return sorted(set(conditions), key=key)
 
 
+# ---------------------------------------------------------------- what each variant kept
+VARIANT_COLUMNS = ("compressor", "trr_mean", "fact_survival", "fact_survival_ci_low", "fact_survival_ci_high")
+
+
+def compressor(variant: str, meta: dict | None = None, base_model: str | None = None) -> str:
+    """Who wrote a variant's text: its provenance's `compressor` once the compress stage records one; until then
+    this pipeline's fixed choice (the base model writes the summary levels, TF-IDF picks ext's sentences).
+    Without a base model (another study's scores file) that choice is not assumed."""
+    if meta and meta.get("compressor") == "base":  # the compress stage names the base model only as "base"
+        return f"base model ({base_model})" if base_model else "base model"
+    if meta and meta.get("compressor"):
+        return str(meta["compressor"])
+    if variant == BASELINE:
+        return "no training text"
+    if variant == ORIGINAL:
+        return "none"
+    if base_model is None:
+        return "not recorded"
+    if variant in SUMMARY_LEVELS:
+        return f"base model ({base_model})"
+    return "TF-IDF extractive" if variant == EXTRACTIVE else "not recorded"
+
+
+def fact_survival(records: pd.DataFrame, confidence: float) -> dict:
+    """% of questions whose reference answer a variant's text still states, with its Wilson interval.
+
+    A share of questions: at 0% or 100% (l5, original_text) a bootstrap interval shrinks to a point, as if a few
+    dozen questions proved it exactly; Wilson's does not. Abstention questions have no fact to survive (None)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    survived = records["fact_survived"].dropna().astype(bool)
+    nan = float("nan")
+    if survived.empty:
+        return {"fact_survival": nan, "fact_survival_ci_low": nan, "fact_survival_ci_high": nan}
+    share = float(survived.mean())
+    low, high = proportion_confint(int(survived.sum()), len(survived), alpha=1 - confidence, method="wilson")
+    # Wilson's interval holds the share; at 0% and 100% rounding leaves its bound 1e-16 on the wrong side
+    return {"fact_survival": 100 * share, "fact_survival_ci_low": 100 * min(float(low), share),
+            "fact_survival_ci_high": 100 * max(float(high), share)}
+
+
+def variant_profiles(conditions, trr: dict, facts: dict | None = None, metas: dict | None = None,
+                     base_model: str | None = None) -> dict[str, dict]:
+    """condition -> its compressor, mean TRR and fact survival (NaN where not measured)."""
+    nan = float("nan")
+    return {c: {"compressor": compressor(c, (metas or {}).get(c), base_model),
+                "trr_mean": trr.get(c, {}).get("trr_mean", nan),
+                **(facts or {}).get(c, dict.fromkeys(VARIANT_COLUMNS[2:], nan))} for c in conditions}
+
+
+def lead_with_variants(table: pd.DataFrame, profiles: dict[str, dict]) -> pd.DataFrame:
+    """The columns right after `condition`: each variant's compressor, TRR and fact survival, so that a reader
+    sees at once whether a score follows what the compressor kept or what the adapter learned."""
+    if table.empty:
+        return table
+    lead = pd.DataFrame([{k: profiles.get(c, {}).get(k, float("nan")) for k in VARIANT_COLUMNS}
+                         for c in table["condition"]], index=table.index)
+    at = table.columns.get_loc("condition") + 1
+    return pd.concat([table.iloc[:, :at], lead, table.iloc[:, at:]], axis=1)
+
+
 def compression_table(study: Study, metrics: list[str]) -> pd.DataFrame:
     """One row per condition and metric: score [CI], Δ vs baseline and vs original_text [CI], raw and Holm flags."""
     experiment = "compression"
@@ -596,29 +659,76 @@ def rank_recommendation(study: Study, metric: str, trr: dict | None) -> dict:
     return {"metric": metric, **recommend(grid, replicates, study.boot.confidence, margin=study.margin(metric))}
 
 
-def best_condition(table: pd.DataFrame, metric: str) -> dict:
+def best_condition(table: pd.DataFrame, metric: str, study: Study | None = None) -> dict:
+    """The trained condition with the highest score, named the best only where it separates from the others.
+
+    Rule: the top condition (highest point estimate) separates when its paired difference with every other
+    trained condition excludes zero after Holm's adjustment over those comparisons. Against the runner-up alone
+    the test would forget that the top was picked for being on top. Otherwise `condition` is None and
+    `top_point_estimate` names it as no more than that; without per-question or per-seed data (`study` None, or
+    comparisons without an interval) nothing separates. With one trained condition there is nothing to
+    separate from (`separates` None)."""
     rows = table[(table["metric"] == metric) & (table["condition"] != BASELINE) & table["score"].notna()]
     if rows.empty:  # no condition has a score on this metric (e.g. F1 where every question is an abstention)
         return {}
-    best = rows.loc[rows["score"].idxmax()]
-    return {"condition": best["condition"], "score": float(best["score"]), "ci_low": float(best["ci_low"]),
-            "ci_high": float(best["ci_high"]), "vs_baseline_diff": float(best["vs_baseline_diff"]),
-            "vs_baseline_sig": best["vs_baseline_sig"], "vs_baseline_sig_holm": best["vs_baseline_sig_holm"]}
+    rows = rows.sort_values("score", ascending=False, kind="stable")
+    best = rows.iloc[0]
+    out = {"top_point_estimate": best["condition"], "score": float(best["score"]), "ci_low": float(best["ci_low"]),
+           "ci_high": float(best["ci_high"]), "vs_baseline_diff": float(best["vs_baseline_diff"]),
+           "vs_baseline_sig": best["vs_baseline_sig"], "vs_baseline_sig_holm": best["vs_baseline_sig_holm"]}
+    others = rows.iloc[1:]
+    if others.empty:
+        return {**out, "condition": best["condition"], "separates": None}
+    cell = lambda r: Cell.of(r["condition"], r.get("rank", 0), r.get("items", "0"))  # noqa: E731
+    diffs = [study.diff("compression", cell(best), cell(r), metric) for _, r in others.iterrows()] if study else []
+    separates = bool(diffs) and all(flag is True for flag in holm([d["p"] for d in diffs], ALPHA))
+    runner_up = diffs[0] if diffs else {}
+    return {**out, "condition": best["condition"] if separates else None, "separates": separates,
+            "runner_up": others.iloc[0]["condition"], "vs_runner_up_diff": runner_up.get("diff", float("nan")),
+            "vs_runner_up_ci_low": runner_up.get("ci_low", float("nan")),
+            "vs_runner_up_ci_high": runner_up.get("ci_high", float("nan"))}
+
+
+def is_judge_metric(metric: str) -> bool:
+    return metric.startswith("judge")
+
+
+def headline_metric(metrics: list[str], judge_uninformative: bool) -> tuple[str | None, str]:
+    """(metric, why): the metric the report plots first, the first of aggregate.metrics this run can measure.
+    A judge its controls flag uninformative measures nothing here, so its metrics are passed over."""
+    for metric in metrics:
+        if judge_uninformative and is_judge_metric(metric):
+            continue
+        if metric == metrics[0]:
+            return metric, "the first metric in aggregate.metrics"
+        return metric, ("the first metric in aggregate.metrics that this run can measure; the judge's metrics are "
+                        "passed over because the judge failed its controls: it did not reliably tell a known-right "
+                        "answer from a known-wrong one")
+    return None, ("none of aggregate.metrics can be measured here: they are all the judge's, and the judge failed "
+                  "its controls")
+
+
+def run_scale(study: Study, n_seeds: int) -> dict:
+    """How large the run is on a dataset: its items, its questions (the dataset's own, not the control set's),
+    the seeds per trained cell. None where the input does not say (another study's scores file)."""
+    questions = None
+    if study.qs is not None:
+        questions = int(study.qs.loc[study.qs["question_set"] == "dataset", "question_id"].nunique())
+    return {"items": study.n_items, "questions": questions, "seeds": n_seeds}
 
 
 def decomposition_table(study: Study, decomposition: dict[str, pd.DataFrame], compression: pd.DataFrame,
                         trr: dict) -> pd.DataFrame:
-    """Per variant: fact survival, open-book and closed-book scores side by side (each with its interval)."""
+    """Per variant: fact survival (Wilson interval), open-book and closed-book scores side by side (each with its
+    interval)."""
     rows = []
     metrics = [m for m in ("f1", "answer_loglik", "answer_margin") if m in set(study.scores["metric"])]
     for variant in _order(decomposition, study.trr):
         records = decomposition[variant]
-        records = records.assign(answer_margin=records["answer_loglik"] - records["distractor_loglik"],
-                                 fact=100.0 * records["fact_survived"].astype(float))
+        records = records.assign(answer_margin=records["answer_loglik"] - records["distractor_loglik"])
         row = {"variant": variant, "trr_mean": trr.get(variant, {}).get("trr_mean", float("nan")),
                "trr_pooled": trr.get(variant, {}).get("trr_pooled", float("nan"))}
-        fact = estimate(records["fact"].to_numpy(float)[None, :], study.boot, ("fact", study.dataset, variant))
-        row.update(fact_survival=fact["score"], fact_survival_ci_low=fact["ci_low"], fact_survival_ci_high=fact["ci_high"],
+        row.update(fact_survival(records, study.boot.confidence),
                    contexts_truncated=int(records["context_truncated"].sum()))
         for metric in metrics:
             ob = estimate(records[metric].to_numpy(float)[None, :], study.boot, ("open", study.dataset, variant, metric))
@@ -671,8 +781,13 @@ def dataset_kind(question_types) -> str:
     return "wiki" if set(question_types) <= {"wiki"} else "longmemeval"
 
 
-def tables_for(study: Study, settings: Settings, trr: dict, question_items=None, item_order=None) -> dict[str, pd.DataFrame]:
-    tables = {"compression": compression_table(study, settings.metrics)}
+def tables_for(study: Study, settings: Settings, trr: dict, question_items=None, item_order=None,
+               profiles: dict | None = None) -> dict[str, pd.DataFrame]:
+    """`profiles`: each condition's compressor, TRR and fact survival (`variant_profiles`), leading the compression
+    table; from the TRR alone when not given."""
+    if profiles is None:
+        profiles = variant_profiles(set(study.scores["condition"]), trr)
+    tables = {"compression": lead_with_variants(compression_table(study, settings.metrics), profiles)}
     present = study.experiments()
     if "capacity" in present:
         tables["capacity"] = capacity_table(study, settings.metrics, question_items, item_order)
@@ -683,19 +798,22 @@ def tables_for(study: Study, settings: Settings, trr: dict, question_items=None,
 
 
 def summarise_dataset(study: Study, tables: dict[str, pd.DataFrame], settings: Settings, trr: dict,
-                      question_items=None, item_order=None) -> dict:
+                      question_items=None, item_order=None, judge_uninformative: bool = False) -> dict:
+    """`judge_uninformative`: the judge failed its controls on this dataset (then no judge metric heads the report)."""
     metrics = table_metrics(study, settings.metrics)
     trained = study.scores[(study.scores["condition"] != BASELINE) & (study.scores["metric"] == metrics[0])] \
         if metrics else study.scores.iloc[:0]
     seeds = trained.groupby(["experiment", "condition", "rank", "items"]).size()  # replicates per cell
     n_seeds = int(seeds.max()) if len(seeds) else 0
-    summary = {"kind": dataset_kind(study.question_types), "metrics": metrics, "headline": metrics[0] if metrics else None,
-               "n_seeds": n_seeds,
+    headline, why = headline_metric(metrics, judge_uninformative)
+    summary = {"kind": dataset_kind(study.question_types), "metrics": metrics, "headline": headline,
+               "headline_why": why, "judge_uninformative": judge_uninformative,
+               "scale": run_scale(study, n_seeds), "n_seeds": n_seeds,
                "seed_note": ("one seed: every interval is conditional on the trained adapter (only questions vary)"
                              if n_seeds <= 1 else f"{n_seeds} seeds: intervals are t intervals over seeds (with "
                              f"{n_seeds - 1} degrees of freedom at that level) and paired questions")}
     compression = tables.get("compression", pd.DataFrame())
-    summary["best_condition"] = {m: best_condition(compression, m) for m in metrics} if len(compression) else {}
+    summary["best_condition"] = {m: best_condition(compression, m, study) for m in metrics} if len(compression) else {}
     if "capacity" in tables and len(tables["capacity"]):
         summary["capacity"] = {m: {curve: curve_summary(study, m, curve, question_items, item_order)
                                    for curve in ("all", "trained")
@@ -733,7 +851,8 @@ def trr_by_variant(trr: pd.DataFrame | None, dataset: str) -> dict:
 
 def pipeline(inputs: dict, settings: Settings) -> dict:
     """The stage on this workflow's outputs. `inputs` (per dataset unless named): answers, answer_metas,
-    verdicts, verdict_metas, judge_controls, decomposition (variant -> file), docs, experiments; trr (one file)."""
+    verdicts, verdict_metas, judge_controls, decomposition (variant -> file), compressed_metas (variant -> the
+    compressed variant's provenance file), docs, experiments; trr (one file); base_model (the model's name)."""
     boot = settings.bootstrap
     trr = pd.read_csv(inputs["trr"]) if inputs.get("trr") else None
     out = {"question_scores": [], "scores": [], "runs": [], "tables": {}, "decomposition": {}, "summary": {}}
@@ -764,14 +883,23 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
         trr_of = trr_by_variant(trr, dataset)
         study = Study(scores, dataset, boot, qs, n_items=len(item_order), margins=settings.equivalence_margins,
                       trr=trr_of)
-        tables = tables_for(study, settings, trr_of, question_items, item_order)
+        decomposition = {v: pd.read_json(p, lines=True)
+                         for v, p in inputs.get("decomposition", {}).get(dataset, {}).items()}
+        profiles = variant_profiles(
+            set(scores["condition"]), trr_of, {v: fact_survival(r, boot.confidence) for v, r in decomposition.items()},
+            {v: read_json(p) for v, p in inputs.get("compressed_metas", {}).get(dataset, {}).items()},
+            inputs.get("base_model"))
+        tables = tables_for(study, settings, trr_of, question_items, item_order, profiles)
         for name, table in tables.items():
             out["tables"][(name, dataset)] = table
-        decomposition = {v: pd.read_json(p, lines=True) for v, p in inputs.get("decomposition", {}).get(dataset, {}).items()}
         if decomposition:
             out["decomposition"][dataset] = decomposition_table(study, decomposition, tables["compression"], trr_of)
 
-        summary = summarise_dataset(study, tables, settings, trr_of, question_items, item_order)
+        controls_file = inputs.get("judge_controls", {}).get(dataset)
+        controls = judge_controls(pd.read_json(controls_file, lines=True), boot, dataset) if controls_file else None
+        # flagged only where the controls ran and the judge failed them: without controls nothing is known
+        uninformative = bool(controls and controls.get("available") and not controls.get("informative"))
+        summary = summarise_dataset(study, tables, settings, trr_of, question_items, item_order, uninformative)
         inert = diagnostics[diagnostics.get("inert", pd.Series(False, index=diagnostics.index)).fillna(False).astype(bool)]
         checks = [m["self_check"] for m in metas]
         agreed, n = sum(c["agreed"] for c in checks), sum(c["n"] for c in checks)
@@ -784,9 +912,8 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
                         "min_chunk_agreement": min((c["agreement"] for c in checks if c["agreement"] is not None),
                                                    default=None)},
         )
-        controls_file = inputs.get("judge_controls", {}).get(dataset)
-        if controls_file:
-            summary["judge_controls"] = judge_controls(pd.read_json(controls_file, lines=True), boot, dataset)
+        if controls is not None:
+            summary["judge_controls"] = controls
         verdict_metas = [read_json(p) for p in inputs.get("verdict_metas", {}).get(dataset, [])]
         summary["judge"] = judge_identity(verdict_metas, dataset)
         if summary["kind"] == "longmemeval":
@@ -802,7 +929,8 @@ def pipeline(inputs: dict, settings: Settings) -> dict:
             capacity_diffs[(dataset, metric)] = _peak_vs_last(study, metric)
     from .claims import evaluate_claims, replicate_spread
 
-    out["claims"] = evaluate_claims(out["tables"], kinds, metrics_of, capacity_diffs)
+    uninformative_judges = {d for d, s in out["summary"].items() if s["judge_uninformative"]}
+    out["claims"] = evaluate_claims(out["tables"], kinds, metrics_of, capacity_diffs, uninformative_judges)
     out["replicate_spread"] = replicate_spread()
     return out
 
@@ -863,6 +991,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     pipe.add_argument("--judge-controls", **pair, help="the judge's control verdicts of a dataset")
     pipe.add_argument("--decomposition", nargs=3, action="append", metavar=("DATASET", "VARIANT", "FILE"),
                       help="a variant's fact survival and open-book records (repeat)")
+    pipe.add_argument("--compressed-meta", nargs=3, action="append", metavar=("DATASET", "VARIANT", "FILE"),
+                      help="a compressed variant's provenance: who compressed it (repeat)")
+    pipe.add_argument("--base-model", help="the model's name, as the config gives it (it writes the summaries)")
     pipe.add_argument("--docs", **pair, help="a dataset's items (their order defines the capacity tiers)")
     pipe.add_argument("--experiments", type=parse_json_arg, help='{"dataset": [[experiment, run_id], ...]}')
     pipe.add_argument("--trr", help="trr.csv from `lorapress stats`")
@@ -902,10 +1033,14 @@ def main(argv: list[str] | None = None) -> None:
     decomposition: dict[str, dict[str, str]] = {}
     for dataset, variant, path in args.decomposition or []:
         decomposition.setdefault(dataset, {})[variant] = path
+    compressed_metas: dict[str, dict[str, str]] = {}
+    for dataset, variant, path in args.compressed_meta or []:
+        compressed_metas.setdefault(dataset, {})[variant] = path
     inputs = {"answers": _pairs(args.answers), "answer_metas": _pairs(args.answers_meta),
               "verdicts": _pairs(args.verdicts), "verdict_metas": _pairs(args.verdicts_meta),
               "judge_controls": {d: p[0] for d, p in _pairs(args.judge_controls).items()},
-              "decomposition": decomposition, "docs": {d: p[0] for d, p in _pairs(args.docs).items()},
+              "decomposition": decomposition, "compressed_metas": compressed_metas, "base_model": args.base_model,
+              "docs": {d: p[0] for d, p in _pairs(args.docs).items()},
               "experiments": args.experiments, "trr": args.trr}
     result = pipeline(inputs, settings)
     declared = {(e, d): path for e, d, path in args.table or []}

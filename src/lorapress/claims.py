@@ -6,6 +6,9 @@ cells of a table, and its verdict comes from the interval of that difference (Ho
 where the table adjusts): *supported* (the interval lies on the claimed side of zero),
 *contradicted* (it lies on the other side), or *not significant* (it spans zero). Where this
 run lacks a cell (a variant, a grid or a dataset switched off) the claim is *not tested*.
+Where the judge failed its controls on a dataset (it could not tell a known-right answer from
+a known-wrong one), a claim on a judge metric there reads *judge uninformative*: its score tests
+nothing, so it gets no estimate and no verdict.
 A *not significant* verdict is read further (`reading`): "equivalent within ±δ" when the
 (1 − 2α) interval lies inside the metric's equivalence margin (TOST), else "too small to see
 with these seeds" with the smallest difference the comparison could detect (MDD, 80% power
@@ -21,6 +24,7 @@ import pandas as pd
 from . import BASELINE, ORIGINAL
 
 PAPER_REPLICATES = (3.2224, 3.2272, 3.2368, 3.2589)
+JUDGE_UNINFORMATIVE = "judge uninformative"
 
 # (id, dataset kind, claim as published, experiment, row a, row b, claimed sign of a - b)
 CLAIMS = (
@@ -117,9 +121,10 @@ def _rank(table: pd.DataFrame, metric: str, condition: str) -> dict | None:
 
 
 def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str, str], metrics: dict[str, list[str]],
-                    capacity_diffs: dict | None = None) -> list[dict]:
+                    capacity_diffs: dict | None = None, uninformative_judges: set[str] = frozenset()) -> list[dict]:
     """One entry per claim, dataset and metric. `kinds`: dataset -> wiki | longmemeval;
-    `capacity_diffs`: (dataset, metric) -> (low, high) interval of peak − largest tier, when computed."""
+    `capacity_diffs`: (dataset, metric) -> (low, high) interval of peak − largest tier, when computed;
+    `uninformative_judges`: datasets whose judge failed its controls (their judge metrics test nothing)."""
     out = []
     for claim_id, kind, text, experiment, a, b, sign in CLAIMS:
         datasets = [d for d, k in kinds.items() if kind in ("any", k)
@@ -131,6 +136,10 @@ def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str
         for dataset in datasets:
             table = tables.get((experiment, dataset))
             for metric in metrics.get(dataset, []):
+                if dataset in uninformative_judges and metric.startswith("judge"):
+                    out.append({"claim": claim_id, "text": text, "dataset": dataset, "metric": metric,
+                                "verdict": JUDGE_UNINFORMATIVE, "why": "the judge failed its controls on this dataset"})
+                    continue
                 found = None
                 if table is not None and not table.empty:
                     if experiment == "compression":

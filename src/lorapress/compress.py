@@ -350,25 +350,38 @@ def run_command(argv: list[str], docs: list[dict], settings: dict) -> list[str]:
     return done.stdout.splitlines()
 
 
+def compressor_name(settings: dict) -> str:
+    """Who wrote the variant, for the tables' first column: "base" (the aggregate stage names the model), another
+    model or endpoint, the extraction method, the user's command or file, or none."""
+    kind = settings.get("kind", "original")
+    if kind == "generate":
+        return settings.get("compressor", "base")
+    if kind == "extract":
+        method = settings.get("method", "tfidf")
+        return "TF-IDF extractive" if method == "tfidf" else f"{method} extractive (sumy)"
+    if kind == "command":
+        return "command: " + " ".join(settings["command"])
+    return f"file {settings['path']}" if kind == "file" else "none"
+
+
 def compress_items(variant: str, docs: list[dict], settings: dict, engine=None,
                    backend: str | None = None) -> tuple[list[dict], dict]:
     """(records, meta) of `variant` for `docs` of one dataset, from its settings for that dataset. `engine`:
     a callable giving the (shared, lazily started) engine of a generate variant. Items are independent, so
     any split of them into shards gives the same records as one pass."""
     kind = settings.get("kind", "original")
-    meta = {"variant": variant, "kind": kind}
+    meta = {"variant": variant, "kind": kind, "compressor": compressor_name(settings)}
     if kind == "original":
         return [_record(d, d["text"], off_target=False, miss=None, attempts=0, n_chunks=1) for d in docs], meta
     if kind == "extract":
         method = settings.get("method", "tfidf")
         texts = {d["item_id"]: extract(d["text"], float(settings["target_trr"]), method) for d in docs}
-        method_name = "tfidf-centrality" if method == "tfidf" else f"sumy-{method}"
-        return _records_of(docs, texts, settings), {**meta, "method": method_name, **settings}
+        return _records_of(docs, texts, settings), {**meta, **settings}
     if kind == "command":
         argv = settings["command"]
         lines = run_command(argv, docs, settings) if docs else []
         texts = checked_texts(lines, docs, f"the output of {' '.join(argv)!r}")
-        return _records_of(docs, texts, settings), {**meta, "command": argv, **settings}
+        return _records_of(docs, texts, settings), {**meta, **settings}
     if kind == "file":
         path = settings["path"]
         try:

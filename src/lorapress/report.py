@@ -1,7 +1,8 @@
 """Stage `report`: one self-contained HTML page (plots embedded as PNG data URIs).
 
-It answers the study's questions in order, every number with its interval: the answers in
-one table; what these runs support of the published claims; whether every adapter learned
+It opens with the run's scale (model, items, questions, seeds), then answers the study's
+questions in order, every number with its interval: the answers in one table (each variant's
+compressor, TRR and fact survival first); what these runs support of the published claims; whether every adapter learned
 and the backends agree; how much each variant compresses (TRR); where the knowledge went
 (fact survival, open book, closed book); what an adapter learns from each variant; where
 adding knowledge stops helping; which rank fits which compression; what the judge says
@@ -16,6 +17,7 @@ import html
 import io
 import json
 import math
+import re
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -135,6 +137,47 @@ def judge_description(judge: dict | None) -> str:
     return f"{who}; {criteria}"
 
 
+JUDGE_UNINFORMATIVE = "judge uninformative"
+
+
+def judge_says_nothing(s: dict, metric: str) -> bool:
+    """A judge metric on a dataset whose judge failed its controls: no cell shows it as a result."""
+    return bool(s.get("judge_uninformative")) and metric.startswith("judge")
+
+
+def model_size(name: str | None) -> str | None:
+    """The size a model's name states: '135M' from builtin:smollm2-135m-instruct, '8B' from Qwen/Qwen3-8B."""
+    found = re.search(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])", str(name or "").lower())
+    return found.group(1) + found.group(2).upper() if found else None
+
+
+def _count(n, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def scale_sentence(summary: dict, model: str | None) -> str:
+    """'135M model (builtin:smollm2-135m-instruct); wiki: 12 items, 36 questions, 1 seed': how large the run is."""
+    parts = []
+    if model:
+        size = model_size(model)
+        parts.append(f"{size} model ({model})" if size else f"model {model}")
+    for dataset, s in summary.get("datasets", {}).items():
+        scale = s.get("scale", {})
+        counts = [_count(scale[k], k[:-1]) for k in ("items", "questions", "seeds") if scale.get(k) is not None]
+        parts.append(f"{dataset}: {', '.join(counts) or 'size not recorded'}")
+    return "; ".join(parts)
+
+
+def lead_cells(row, trr_mean=None) -> dict:
+    """A variant's first cells: who compressed it, how much it lost (TRR) and how many answers it still states
+    (fact survival). `trr_mean`: the TRR where the table has none (tables written before these columns)."""
+    trr = row.get("trr_mean") if num(row.get("trr_mean")) != "–" else trr_mean
+    compressor = row.get("compressor")
+    return {"compressor": compressor if isinstance(compressor, str) else "–", "TRR %": num(trr, 1),
+            "fact survival % [95% CI]": with_ci(row.get("fact_survival"), row.get("fact_survival_ci_low"),
+                                                row.get("fact_survival_ci_high"), 1)}
+
+
 def variant_order(values, trr: dict | None = None) -> list[str]:
     """The baseline, then variants by mean TRR where known (`trr`: variant -> TRR), else the seed order, then
     by name: tables and plots read left to right from expansion to the strongest compression."""
@@ -184,10 +227,45 @@ def if_no_difference(row, prefix: str, digits: int = 2) -> str:
 
 
 # ---------------------------------------------------------------- sections
-def answers_section(summary: dict) -> str:
+FACT_NOTE = ("<b>compressor</b>: who wrote the variant's text; <b>TRR</b>: how much shorter it is than the original "
+             "(%); <b>fact survival</b>: the share of questions whose answer the text still states, with its 95% "
+             "interval. Where fact survival falls, a falling score is the compressor's doing, not the adapter's.")
+
+
+def best_condition_cell(best: dict) -> str:
+    """The best condition in words: named only where it separates from the others (summary `separates`)."""
+    if not best:
+        return "–"
+    if best.get("separates") is False:
+        return f"no condition separates from the others (highest point estimate: {best['top_point_estimate']})"
+    if best.get("separates") is None and best.get("top_point_estimate"):
+        return f"{best['condition']} (the only trained condition)"
+    return best.get("condition") or "–"
+
+
+def variants_table(s: dict, table: pd.DataFrame) -> pd.DataFrame:
+    """A dataset's conditions (`s`: its summary, `table`: its compression table): compressor, TRR and fact survival
+    first, then each metric's score."""
+    rows = []
+    for condition, part in table.groupby("condition", sort=False):
+        row = {"condition": condition, **lead_cells(part.iloc[0])}
+        for metric in s.get("metrics", []):
+            r = part[part["metric"] == metric]
+            row[label(metric)] = JUDGE_UNINFORMATIVE if judge_says_nothing(s, metric) else (
+                with_ci(r.iloc[0]["score"], r.iloc[0]["ci_low"], r.iloc[0]["ci_high"]) if len(r) else "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def answers_section(summary: dict, compression: dict[str, pd.DataFrame] | None = None) -> str:
     rows = []
     for dataset, s in summary["datasets"].items():
         for metric in s["metrics"]:
+            if judge_says_nothing(s, metric):
+                cells = ("best condition", "its score [CI]", "vs baseline", "capacity peak (items)", "knee",
+                         "recommended rank")
+                rows.append({"dataset": dataset, "metric": label(metric), **dict.fromkeys(cells, JUDGE_UNINFORMATIVE)})
+                continue
             best = s.get("best_condition", {}).get(metric, {})
             cap = s.get("capacity", {}).get(metric, {}).get("all", {})
             rec = s.get("rank_recommendation", {}).get(metric, {})
@@ -199,7 +277,7 @@ def answers_section(summary: dict) -> str:
                                                   if cap.get("peak_ci_low") is not None else "")
             knee = "–" if cap.get("knee_items") is None else num(cap["knee_items"], 0) + (
                 f" [{num(cap.get('knee_ci_low'), 0)}, {num(cap.get('knee_ci_high'), 0)}]" if cap.get("knee_ci_low") is not None else "")
-            rows.append({"dataset": dataset, "metric": label(metric), "best condition": best.get("condition", "–"),
+            rows.append({"dataset": dataset, "metric": label(metric), "best condition": best_condition_cell(best),
                          "its score [CI]": with_ci(best.get("score"), best.get("ci_low"), best.get("ci_high")),
                          "vs baseline": (num(best.get("vs_baseline_diff"), 2, True) +
                                          (" *" if is_true(best.get("vs_baseline_sig")) else "") +
@@ -220,15 +298,29 @@ def answers_section(summary: dict) -> str:
                f"({num(judge.get('accuracy'), 0)}% right on its controls); " if judge.get("available") else "")
             + html.escape(s.get("seed_note", "")) + "</li>")
     listed = {m for s in summary["datasets"].values() for m in s["metrics"]}
-    return section("answers", "The answers in one table", table_html(pd.DataFrame(rows)),
+    variants = [f"<h4>{html.escape(dataset)}</h4>"
+                + table_html(variants_table(summary["datasets"].get(dataset, {}), table))
+                for dataset, table in (compression or {}).items() if len(table)]
+    return section("answers", "The answers in one table",
+                   *(["<h3>Each variant: what the compressor kept, what an adapter learned</h3>", *variants,
+                      note(FACT_NOTE + " Scores: mean over questions and seeds, with its 95% interval."),
+                      "<h3>The study's questions, per metric</h3>"] if variants else []),
+                   table_html(pd.DataFrame(rows)),
                    *(chance_note(m) for m in CHANCE_NOTES if m in listed),
-                   note("* = the interval excludes zero, † = also after Holm's adjustment. Capacity peak and knee "
+                   note("* = the interval excludes zero, † = also after Holm's adjustment. A condition is named "
+                        "<b>best</b> only where it beats every other condition by more than chance could give (each "
+                        "difference's 95% interval, paired on the same questions, excludes zero after Holm's "
+                        "adjustment for the comparisons); otherwise the table says that no condition separates from "
+                        "the others and names the highest score only as that. <b>judge uninformative</b>: the judge "
+                        "failed its controls on this dataset (it could not tell a known-right answer from a "
+                        "known-wrong one), so its scores say nothing. Capacity peak and knee "
                         "carry the 95% interval of their bootstrap replicates. A rank is recommended only where the "
                         "interval of its lead over the runner-up excludes zero."),
                    f"<ul>{''.join(checks)}</ul>")
 
 
-def claims_section(summary: dict) -> str:
+def claims_section(summary: dict, scale: str = "") -> str:
+    """`scale`: the run's scale in words (`scale_sentence`): the claims are tested at it, not at the study's."""
     claims = summary.get("claims", [])
     if not claims:
         return ""
@@ -246,12 +338,16 @@ def claims_section(summary: dict) -> str:
         row[label(c["metric"]) if c.get("metric") else "this run"] = value
     rows = list(rows.values())
     spread = summary.get("paper_replicate_spread", {})
+    at_scale = (f"The published claims come from a larger study; here they are tested at this run's scale ("
+                f"{html.escape(scale)}). A claim these runs do not support may still hold at the study's scale. ")
     return section("claims", "What these runs support", note(
-        "Each published claim becomes a difference between two cells of this run's tables. <b>supported</b>: its "
-        "95% interval lies on the claimed side of zero; <b>contradicted</b>: on the other side; <b>not "
-        "significant</b>: it spans zero, read further as <i>equivalent within ±δ</i> (the 90% interval inside the "
-        "metric's equivalence margin) or <i>too small to see with these seeds</i> (with the smallest difference "
-        "the comparison could detect); <b>not tested</b>: this run lacks the cells. The claims carried no "
+        (at_scale if scale else "") + "Each published claim becomes a difference between two cells of this "
+        "run's tables. <b>supported</b>: its 95% interval lies on the claimed side of zero; <b>contradicted</b>: "
+        "on the other side; <b>not significant</b>: it spans zero, read further as <i>equivalent within ±δ</i> "
+        "(the 90% interval inside the metric's equivalence margin) or <i>too small to see with these seeds</i> "
+        "(with the smallest difference the comparison could detect); <b>not tested</b>: this run lacks the cells; "
+        "<b>judge uninformative</b>: the judge failed its controls on that dataset (it could not tell a "
+        "known-right answer from a known-wrong one), so its scores test nothing. The claims carried no "
         "interval; the study's own replicate runs of one setting (r16, 500 items, original text) scored "
         f"{', '.join(f'{v:.3f}' for v in spread.get('values', []))}: a spread of {num(spread.get('range'), 3)} on "
         "its 1–5 scale, as large as several of the differences it reports (e.g. 2.247 vs 2.212 = 0.035)."),
@@ -315,7 +411,9 @@ def decomposition_section(decomposition: dict[str, pd.DataFrame]) -> str:
                   "the untuned model answering with that text in its prompt, the ceiling of what the text still holds; "
                   "<b>closed book</b>: the adapter trained on that text (the compression experiment). A gap between "
                   "fact survival and open book is the reader's; between open and closed book, training's; a fall of "
-                  "fact survival with TRR is compression's. Intervals: 95%, bootstrap over questions.")]
+                  "fact survival with TRR is compression's. Intervals: 95%; fact survival's is Wilson's interval for a "
+                  "share (it stays honest at 0% and 100%, where resampling questions would give a single point), "
+                  "the others bootstrap over questions.")]
     fig, axes = plt.subplots(len(decomposition), 2, figsize=(12, 4.4 * len(decomposition)), squeeze=False)
     for (dataset, table), (left, right) in zip(decomposition.items(), axes):
         rows = []
@@ -358,8 +456,9 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
 
     if not tables:
         return ""
-    parts = [note("Score = mean over questions and seeds, with its 95% interval (t over seeds, paired questions). "
-                  + SIG_NOTE + " Forgetting = the control (general-knowledge) set's change against the baseline.")]
+    parts = [note(FACT_NOTE + " Score = mean over questions and seeds, with its 95% interval (t over seeds, paired "
+                  "questions). " + SIG_NOTE + " Forgetting = the control (general-knowledge) set's change against the "
+                  "baseline.")]
     for dataset, table in tables.items():
         s = summary["datasets"].get(dataset, {})
         trr_of = trr[trr["dataset"] == dataset].set_index("variant")
@@ -372,8 +471,9 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
             rows_of = table[table["metric"] == metric]
             if rows_of.empty:
                 continue
-            rows = [{"condition": r["condition"], "TRR %": num(trr_of["trr_mean"].get(r["condition"], float("nan")), 1)
-                     if "trr_mean" in trr_of else "–", "score [95% CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
+            rows = [{"condition": r["condition"],
+                     **lead_cells(r, trr_of["trr_mean"].get(r["condition"]) if "trr_mean" in trr_of else None),
+                     "score [95% CI]": with_ci(r["score"], r["ci_low"], r["ci_high"]),
                      "seed sd": num(r.get("seed_sd")), "question se": num(r.get("question_se")),
                      "Δ vs baseline": delta(r, "vs_baseline"),
                      "if no difference from baseline": if_no_difference(r, "vs_baseline"),
@@ -385,14 +485,18 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
             verdict = (f'<p class="note">{label(metric)}: no condition differs from the baseline beyond chance '
                        "(Holm) — on this metric these runs cannot separate the conditions.</p>") if len(flagged) == 0 \
                 else ""
-            parts += [f"<h4>{html.escape(label(metric))}</h4>", chance_note(metric), table_html(pd.DataFrame(rows)),
-                      verdict]
+            warn = ""
+            if judge_says_nothing(s, metric):
+                warn, verdict = ('<p class="warn">The judge failed its controls on this dataset (it could not tell a '
+                                 "known-right answer from a known-wrong one): these scores say nothing about the "
+                                 "conditions.</p>"), ""
+            parts += [f"<h4>{html.escape(label(metric))}</h4>", warn, chance_note(metric), table_html(pd.DataFrame(rows)), verdict]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, pick in zip(axes, ("headline", "answer_loglik")):
         for dataset, table in tables.items():
             metric = summary["datasets"].get(dataset, {}).get("headline") if pick == "headline" else pick
-            data = table[table["metric"] == metric].merge(trr[trr["dataset"] == dataset], left_on="condition",
-                                                          right_on="variant")
+            data = table[table["metric"] == metric].drop(columns=["trr_mean"], errors="ignore").merge(
+                trr[trr["dataset"] == dataset], left_on="condition", right_on="variant")
             if data.empty:
                 continue
             ax.errorbar(data["trr_mean"], data["score"], yerr=[data["score"] - data["ci_low"], data["ci_high"] - data["score"]],
@@ -404,7 +508,17 @@ def compression_section(tables: dict[str, pd.DataFrame], trr: pd.DataFrame, summ
                "against TRR (dashed: baseline)")
         ax.legend(fontsize=8)
     parts.append(figure_html(fig, "score against TRR"))
+    parts.append(note("Left, each dataset's headline metric: " + "; ".join(
+        f"{html.escape(dataset)}: {html.escape(headline_caption(summary['datasets'].get(dataset, {})))}"
+        for dataset in tables) + ". Right: " + html.escape(label("answer_loglik")) + "."))
     return section("compression", "Compression: what an adapter learns from each variant", *parts)
+
+
+def headline_caption(s: dict) -> str:
+    """Which metric a dataset's headline plot shows, and why."""
+    if not s.get("headline"):
+        return "none plotted — " + s.get("headline_why", "no metric")
+    return label(s["headline"]) + (f" — {s['headline_why']}" if s.get("headline_why") else "")
 
 
 def capacity_section(tables: dict[str, pd.DataFrame], summary: dict) -> str:
@@ -594,9 +708,11 @@ def build_report(inputs: dict, metadata: dict, out_html: str) -> None:
     for experiment, dataset, path in inputs["tables"]:
         tables.setdefault(experiment, {})[dataset] = pd.read_csv(path)
     decomposition = {dataset: pd.read_csv(path) for dataset, path in inputs["decomposition"]}
+    config = metadata.get("config", {})
+    scale = scale_sentence(summary, config.get("model", {}).get("base"))
     sections = [
-        answers_section(summary),
-        claims_section(summary),
+        answers_section(summary, tables.get("compression", {})),
+        claims_section(summary, scale),
         adapters_section(runs, summary),
         trr_section(trr, items),
         decomposition_section(decomposition),
@@ -611,11 +727,12 @@ def build_report(inputs: dict, metadata: dict, out_html: str) -> None:
         ("answers", "answers"), ("claims", "claims"), ("adapters", "adapters"), ("trr", "TRR"),
         ("decomposition", "decomposition"), ("compression", "compression"), ("capacity", "capacity"),
         ("rank", "rank"), ("judge", "judge"), ("cost", "cost"), ("metadata", "metadata")))
-    config = metadata.get("config", {})
     head = (f"<h1>lorapress report</h1><p class='note'>How much can a LoRA adapter learn from compressed text, and "
             f"which rank fits which compression? Base model <code>{html.escape(str(config.get('model', {}).get('base')))}"
             f"</code> computing in {html.escape(str(metadata.get('dtype')))}; datasets "
-            f"{', '.join(html.escape(d) for d in summary['datasets'])}.</p><nav>{nav}</nav>")
+            f"{', '.join(html.escape(d) for d in summary['datasets'])}.</p>"
+            f"<p><b>Scale of this run</b>: {html.escape(scale)}. Every answer below holds at this scale only.</p>"
+            f"<nav>{nav}</nav>")
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lorapress report</title>"
             f"<style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>")
     with atomic_path(out_html) as tmp:

@@ -1,5 +1,6 @@
 # Stage aggregate: answers and verdicts -> per-question scores -> the study's tables, each number
 # with its interval; diagnostics (inert adapters, self-checks, judge controls); the claims checked.
+# The compressed variants' provenance says who compressed each one (the compression table's first column).
 
 
 rule aggregate:
@@ -10,6 +11,7 @@ rule aggregate:
         verdicts_meta=[path for _, path in aggregate_inputs("verdicts_meta")],
         judge_controls=dataset_files("results/verdicts/{dataset}/controls.jsonl"),
         decomposition=[path for _, _, path in decomposition_inputs()],
+        compressed_meta=[f"results/compressed/{d}/{v}.meta.json" for d, v, _ in compressed_inputs()],
         docs=dataset_files("results/data/{dataset}/docs.jsonl"),
         trr="results/stats/trr.csv",
     output:
@@ -39,6 +41,10 @@ rule aggregate:
                 pairs_arg("--verdicts-meta", aggregate_inputs("verdicts_meta")),
                 pairs_arg("--judge-controls", [(d, f"results/verdicts/{d}/controls.jsonl") for d in DATASETS]),
                 pairs_arg("--decomposition", decomposition_inputs()),
+                pairs_arg(
+                    "--compressed-meta",
+                    [(d, v, f"results/compressed/{d}/{v}.meta.json") for d, v, _ in compressed_inputs()],
+                ),
                 pairs_arg("--docs", [(d, f"results/data/{d}/docs.jsonl") for d in DATASETS]),
             ]
         ),
@@ -46,8 +52,10 @@ rule aggregate:
         decomposition=pairs_arg("--decomposition-table", list(zip(DATASETS, decomposition_tables()))),
         experiments=lambda wildcards: experiments_json(),
         settings=lambda wildcards: as_json(config["aggregate"]),
+        base_model=config["model"]["base"],
         code=CODE["aggregate"],
     shell:
         "lorapress aggregate --settings {params.settings:q} --experiments {params.experiments:q} {params.inputs}"
+        " --base-model {params.base_model:q}"
         " --trr {input.trr} --scores {output.scores} --question-scores {output.question_scores} --runs {output.runs}"
         " {params.tables} {params.decomposition} --summary {output.summary} > {log} 2>&1"
