@@ -296,6 +296,24 @@ def test_claims_read_not_significant_as_equivalent_or_too_small_to_see():
     assert l1["verdict"] == "not significant" and l1["reading"].startswith("no evidence for a difference: too small")
 
 
+def test_claims_show_the_trr_they_were_tested_at_beside_the_seeds_and_name_an_absent_variant():
+    from lorapress.claims import evaluate_claims
+    from lorapress.report import claims_section
+
+    study, _ = seeded_study({"original_text": 0.0, "summ_l1_slight": 0.0})
+    table = compression_table(study, ["f1"]).assign(trr_mean=lambda t: t["condition"].map(
+        {"original_text": 0.0, "summ_l1_slight": 61.5}))
+    claims = {c["claim"]: c for c in evaluate_claims({("compression", "wiki"): table}, {"wiki": "wiki"},
+                                                     {"wiki": ["f1"]})}
+    assert (claims["wiki_l1_vs_baseline"]["trr_tested"], claims["wiki_l1_vs_baseline"]["trr_seed"]) == (61.5, 35.2)
+    l5 = claims["wiki_l5_vs_baseline"]
+    assert l5["verdict"] == "not tested" and l5["why"] == "summ_l5_extreme is not among this run's variants"
+    assert (l5["trr_tested"], l5["trr_seed"]) == (None, 89.7)
+    page = claims_section({"claims": list(claims.values())})
+    assert "TRR here / seed&#x27;s (%)" in page or "TRR here / seed's (%)" in page
+    assert "61.5 / 35.2" in page and "– / 89.7" in page
+
+
 def test_report_reads_no_difference_as_equivalent_or_too_small_to_see():
     from lorapress.report import if_no_difference
 

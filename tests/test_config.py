@@ -80,7 +80,7 @@ def full_config():
     (lambda c: c["compression"]["variants"]["summ_l3_medium"].update(prompt="Summarise it."),
      "config compression.variants.summ_l3_medium.prompt: 'Summarise it.' does not match"),
     (lambda c: c["compression"]["variants"]["summ_l3_medium"].update(target_trr=120),
-     "config compression.variants.summ_l3_medium.target_trr: 120 is greater than the maximum of 99"),
+     "config compression.variants.summ_l3_medium.target_trr: 120 is greater than the maximum of 99.9"),
     (lambda c: c["compression"]["variants"].update(mine={"kind": "summarise"}),
      "config compression.variants.mine.kind: 'summarise' is not one of"),
     (lambda c: c["compression"]["variants"].update(baseline={"kind": "original"}),
@@ -191,3 +191,20 @@ def test_auto_resolves_per_machine_and_explicit_values_win():
     assert resolve(config, avx2) | {"hardware": None} == {
         "dtype": "bfloat16", "dtype_reason": "set explicitly", "train_dtype": "float32", "backend": "vllm",
         "compression_backend": "vllm", "hardware": None}
+
+
+def test_a_tier_larger_than_its_dataset_is_one_line():
+    from lorapress.config import oversized_tiers
+    from lorapress.prepare import load_dataset_items
+
+    config = full_config()
+    config["experiments"]["capacity"]["items"] = [3, 50]  # the example: "50" trained on 5 items, plotted at 50
+    wiki = config["datasets"]["wiki"]
+    n = load_dataset_items({**wiki, "path": str(REPO / wiki["path"]), "limit": 5})
+    assert n == 5
+    assert oversized_tiers(config, "wiki", n) == ("config experiments.capacity.items: 50 is more than the 5 items of "
+                                                  "dataset wiki (data/wiki/sample.jsonl); use at most 5, or `all`")
+    assert oversized_tiers(config, "longmemeval", 5) is None  # capacity runs on wiki only in config.yaml
+    config["experiments"]["capacity"]["items"] = [3, "all"]
+    config["experiments"]["rank_items"]["items"] = [2, "all"]
+    assert oversized_tiers(config, "wiki", n) is None

@@ -94,11 +94,17 @@ def kill_when(workdir: Path, log_glob: str, marker: str, timeout: float = 900) -
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def converted(tmp_path_factory) -> Path:
+    """The embedded model, converted once by the pipeline itself, for every run of this module."""
+    root = workflow_copy(tmp_path_factory.mktemp("e2e-model"))
+    snakemake(root, "resources/models/smollm2-135m-instruct")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, converted):
     """Two runs from scratch, side by side (each fills the cores the other leaves idle): one uninterrupted,
     one SIGKILLed inside compress, train and evaluate in turn, then completed."""
-    converted = workflow_copy(tmp_path_factory.mktemp("e2e-model"))
-    snakemake(converted, "resources/models/smollm2-135m-instruct")
     plain = workflow_copy(tmp_path_factory.mktemp("e2e"), converted)
     log = open(plain / "snakemake.out", "w")  # a file, not a pipe: nobody reads it while the other run is killed
     uninterrupted = subprocess.Popen(snakemake_cmd("results/report.html"), cwd=plain, env=environment(plain),
@@ -311,11 +317,10 @@ def test_killed_jobs_leave_nothing_finished_and_the_rerun_gives_identical_tables
 
 
 def test_editing_one_level_prompt_reruns_only_its_descendants(run):
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["compression"]["levels"]["summ_l5_extreme"]["prompt"] += " Be brief."
-    config["compression"]["levels"]["summ_l1_slight"]["prompt"] += " (unused level)"
-    (run / "edited.yaml").write_text(yaml.safe_dump(config))
-    out = snakemake(run, "-n", "results/report.html", configfiles=("edited.yaml", "tiny.yaml"))
+    seed = yaml.safe_load((run / "config.yaml").read_text())["compression"]["variants"]["summ_l5_extreme"]
+    edited = {"compression": {"variants": {"original_text": {}, "summ_l5_extreme": {"prompt": seed["prompt"] + " Be brief."}}}}
+    (run / "edited.yaml").write_text(yaml.safe_dump(edited))
+    out = snakemake(run, "-n", "results/report.html", configfiles=("tiny.yaml", "edited.yaml"))
     counts = job_counts(out.stdout)
     assert counts.pop("train") == 3 and counts.pop("decompose") == 1  # wiki r8, r4 and longmemeval r8
     assert set(counts) == {"compress", "stats", "evaluate", "judge", "aggregate", "report"} and counts["compress"] == 1
@@ -396,11 +401,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def vllm_server(run, tmp_path):
-    """`vllm serve` of the converted embedded model on loopback, behind an API key."""
+@pytest.fixture(scope="module")
+def vllm_server(run, tmp_path_factory):
+    """`vllm serve` of the converted embedded model on loopback, behind an API key (one server for the module)."""
     import urllib.request
 
+    tmp_path = tmp_path_factory.mktemp("vllm-server")
     port, key = _free_port(), "lorapress-test-secret-7f3a"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "server.log", "w")
@@ -452,3 +458,141 @@ def test_endpoint_judge_is_constrained_and_keeps_its_key_out_of_every_output(run
     monkeypatch.delenv("LORAPRESS_WRONG_KEY")
     with pytest.raises(RuntimeError, match="LORAPRESS_WRONG_KEY"):
         EndpointJudge("openai:judge", base_url, "LORAPRESS_WRONG_KEY")
+
+
+def test_an_endpoint_compressor_writes_a_variant_and_keeps_its_key_out(run, vllm_server, monkeypatch):
+    """A generate variant whose compressor is an OpenAI-compatible endpoint (real `vllm serve`): a CPU job, lengths
+    counted with the base model's tokenizer, the key read from the environment and written nowhere."""
+    base_url, key = vllm_server
+    monkeypatch.setenv("LORAPRESS_COMPRESSOR_KEY", key)
+    seed = yaml.safe_load((run / "config.yaml").read_text())["compression"]["variants"]["summ_l5_extreme"]
+    (run / "endpoint.yaml").write_text(yaml.safe_dump({"compression": {"variants": {
+        "original_text": {}, "summ_l5_extreme": {},
+        "remote_summary": {"kind": "generate", "target_trr": 80, "prompt": seed["prompt"], "compressor": "openai:judge",
+                           "base_url": base_url, "api_key_env": "LORAPRESS_COMPRESSOR_KEY"}}}}))
+    target = "results/compressed/wiki/remote_summary.jsonl"
+    out = snakemake(run, target, configfiles=("tiny.yaml", "endpoint.yaml"))
+    assert "rule compress_cpu:" in out.stdout + out.stderr  # no GPU asked for
+    records = [json.loads(line) for line in (run / target).read_text().splitlines()]
+    assert len(records) == 3 and all(r["text"].strip() for r in records)
+    meta = json.loads((run / "results/compressed/wiki/remote_summary.meta.json").read_text())
+    assert meta["settings"]["compressor"] == "openai:judge"
+    leaked = [str(p) for p in run.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000
+              and key.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+# ---------------------------------------------------------------- a study of one's own: one variant of every kind
+FIRST_SENTENCES = '''import json, sys
+for line in sys.stdin:
+    item = json.loads(line)
+    sentences = item["text"].split(". ")
+    print(json.dumps({"id": item["id"], "text": ". ".join(sentences[:2]).rstrip(".") + "."}))
+'''
+
+
+def kinds_study(root: Path) -> dict:
+    """A user's study file: their own dataset alone (three articles), and a variant of every kind."""
+    articles = (root / "data/wiki/sample.jsonl").read_text().splitlines()[:3]
+    (root / "data/mine").mkdir()
+    (root / "data/mine/articles.jsonl").write_text("\n".join(articles) + "\n")
+    (root / "first_sentences.py").write_text(FIRST_SENTENCES)
+    (root / "precomputed").mkdir()
+    (root / "precomputed/mine.jsonl").write_text("".join(  # compressed elsewhere: each article's last sentence
+        json.dumps({"id": a["id"], "text": a["text"].rstrip(".").split(". ")[-1] + "."}) + "\n"
+        for a in map(json.loads, articles)))
+    return {
+        "datasets": {"mine": {"format": "wiki_jsonl", "path": "data/mine/articles.jsonl"}},
+        "compression": {"backend": "transformers", "variants": {
+            "original_text": {},
+            "restated": {"kind": "generate", "description": "a rewrite", "target_trr": -50, "tolerance": 60,
+                         "max_input_tokens": 512,
+                         "prompt": "{text}\n\nRestate the text above in other words. Keep every name, date and number."},
+            "textrank": {"kind": "extract", "method": "textrank", "target_trr": 50},
+            "first_sentences": {"kind": "command", "command": ["python3", "first_sentences.py"], "target_trr": 60},
+            "precomputed": {"kind": "file", "path": "precomputed/{dataset}.jsonl"},
+        }},
+        "train": {"rank": 8, "epochs": 1, "batch_size": 1},
+        "experiments": {"capacity": {"enabled": False}, "rank_items": {"enabled": False},
+                        "rank_compression": {"enabled": False}},
+        "evaluate": {"max_tokens": 16, "self_check": {"questions": 0}},
+        "aggregate": {"n_resamples": 200},
+    }
+
+
+@pytest.fixture(scope="module")
+def kinds_run(tmp_path_factory, converted) -> Path:
+    root = workflow_copy(tmp_path_factory.mktemp("e2e-kinds"), converted)
+    (root / "study.yaml").write_text(yaml.safe_dump(kinds_study(root)))
+    snakemake(root, "results/report.html", configfiles=("study.yaml",))
+    return root
+
+
+def test_a_study_of_ones_own_runs_its_dataset_alone_and_every_kind_through_every_table(kinds_run):
+    run = kinds_run
+    assert sorted(p.name for p in (run / "results/data").iterdir()) == ["mine"]  # no sample dataset beside it
+    trr = pd.read_csv(run / "results/stats/trr.csv").set_index("variant")
+    assert set(trr.index) == {"original_text", "restated", "textrank", "first_sentences", "precomputed"}
+    assert trr.loc["restated", "trr_mean"] < 0 < trr.loc["textrank", "trr_mean"]  # an expansion, on the same axis
+    metas = {v: json.loads((run / f"results/compressed/mine/{v}.meta.json").read_text()) for v in trr.index}
+    assert metas["first_sentences"]["settings"]["command"] == ["python3", "first_sentences.py"]
+    assert {v: m["settings"]["compressor"] for v, m in metas.items()} == {
+        "original_text": "none", "restated": "base", "textrank": "textrank extractive (sumy)",
+        "first_sentences": "command: python3 first_sentences.py", "precomputed": "file precomputed/mine.jsonl"}
+    table = pd.read_csv(run / "results/tables/compression_mine.csv")
+    f1 = table[table["metric"] == "f1"]
+    # baseline first, then by measured TRR: the rewrite (negative) before the original text
+    order = list(f1["condition"])
+    assert order[0] == "baseline" and order.index("restated") < order.index("original_text")
+    assert set(order) == {"baseline", *trr.index}
+    assert list(table.columns[:4]) == ["condition", "compressor", "trr_mean", "fact_survival"]
+    assert table.set_index("condition").loc["textrank", "compressor"].startswith("textrank")
+    report = (run / "results/report.html").read_text()
+    assert all(v in report for v in trr.index)
+
+
+def test_adding_a_variant_runs_that_variants_jobs_only_and_an_equal_definition_reruns_nothing(kinds_run):
+    run = kinds_run
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"]["ext"] = {}  # the seed's TF-IDF extraction, by its name alone
+    (run / "added.yaml").write_text(yaml.safe_dump(study))
+    counts = job_counts(snakemake(run, "-n", "results/report.html", configfiles=("added.yaml",)).stdout)
+    assert counts.pop("evaluate") == counts.pop("judge") <= 2  # its chunk, split in two at most
+    assert counts == {"compress_cpu": 1, "stats": 1, "train": 1, "decompose": 1, "aggregate": 1, "report": 1}
+    # the same definitions written out in full (a seed's name alone, or its whole definition): nothing reruns
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"]["original_text"] = {"kind": "original", "description": "the text as it is"}
+    (run / "spelled.yaml").write_text(yaml.safe_dump(study))
+    assert "Nothing to be done" in snakemake(run, "-n", "results/report.html", configfiles=("spelled.yaml",)).stdout
+
+
+@pytest.mark.parametrize("name, definition, message", [
+    ("broken", {"kind": "command", "command": ["python3", "-c", "import sys; sys.exit('no weights here')"]},
+     "lorapress compress: error: command 'python3 -c import sys; sys.exit('no weights here')' exited with status 1: "
+     "no weights here"),
+    ("partial", {"kind": "file", "path": "precomputed/partial.jsonl"},
+     "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-003' (1 of 3 items missing)"),
+])
+def test_a_bad_variant_fails_its_job_with_one_line_and_writes_nothing(kinds_run, name, definition, message):
+    run = kinds_run
+    lines = (run / "precomputed/mine.jsonl").read_text().splitlines()
+    (run / "precomputed/partial.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"][name] = definition
+    (run / f"{name}.yaml").write_text(yaml.safe_dump(study))
+    out = snakemake(run, f"results/compressed/mine/{name}.jsonl", configfiles=(f"{name}.yaml",), check=False)
+    assert out.returncode != 0
+    assert (run / f"logs/compress/{name}.log").read_text().strip().splitlines()[-1] == message
+    assert not (run / f"results/compressed/mine/{name}.jsonl").exists()
+    assert not (run / f"results/compressed/mine/{name}.meta.json").exists()
+
+
+def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
+    run = kinds_run
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["experiments"]["capacity"] = {"enabled": True, "items": [2, 50]}
+    (run / "tiers.yaml").write_text(yaml.safe_dump(study))
+    out = snakemake(run, "results/report.html", configfiles=("tiers.yaml",), check=False)
+    assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 3 items of dataset mine" \
+        in out.stdout + out.stderr
+    assert not list((run / "results/adapters/mine/original_text").glob("r*_n2_*"))  # nothing trained for it

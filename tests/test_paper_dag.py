@@ -1,6 +1,8 @@
 """The paper-scale DAG builds here, without the model, the data or a network."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,19 +31,22 @@ def test_paper_dag_is_whole_with_an_empty_wiki_placeholder(tmp_path):
     out = dry_run(workdir)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = job_counts(out.stdout)
-    # per dataset, x 3 seeds: 7 variants + 10 capacity tiers + r4 x 3 items + r4 x 3 variants = 69
-    # (the r16 cells of both rank grids are capacity and compression runs, trained once)
-    assert counts["download_dataset"] == 1 and counts["prepare"] == 2 and counts["train"] == 138
-    # the 5 summary levels on GPUs: wiki in one job per level, longmemeval in 8 shards per level, gathered;
-    # original_text and ext (no model) one CPU job each for both datasets
-    assert counts["compress"] == 5 and counts["compress_shard"] == 40 and counts["gather_shards"] == 5
+    # per dataset, x 3 seeds: 9 variants (the seed's 7 and 2 rewrites) + 10 capacity tiers + r4 x 3 items
+    # + r4 x 3 variants = 75 (the r16 cells of both rank grids are capacity and compression runs, trained once)
+    assert counts["download_dataset"] == 1 and counts["prepare"] == 2 and counts["train"] == 150
+    # the 5 summary levels and 2 rewrites on GPUs: wiki in one job per variant, longmemeval in 8 shards per
+    # variant, gathered; original_text and ext (no model) one CPU job each for both datasets
+    assert counts["compress"] == 7 and counts["compress_shard"] == 56 and counts["gather_shards"] == 7
     assert counts["compress_cpu"] == 2
+    # each dataset at the seed study's own targets: LongMemEval's l2 at TRR 96, wiki's l1 at 35.2
+    assert re.search(r'--variant summ_l2_light --datasets longmemeval .*"target_trr":96\.0', out.stdout)
+    assert re.search(r'--variant summ_l1_slight --datasets wiki .*"target_trr":35\.2', out.stdout)
     # Qwen3-8B is fetched once, at model.revision, by a local job; every GPU job loads that directory
     assert counts["fetch_model"] == 1 and "resources/models/Qwen--Qwen3-8B@main" in out.stdout
     # chunks of at most 8 runs, keyed by the runs' hashes (their count is what the hashes give; stable)
     # the paper's judge is an endpoint (gpt-4o): its jobs are the light judge_endpoint rules, no GPU
-    assert counts["evaluate"] == counts["judge_endpoint"] == 28 and counts["judge_controls_endpoint"] == 2
-    assert "judge" not in counts and counts["decompose"] == 7
+    assert counts["evaluate"] == counts["judge_endpoint"] == 30 and counts["judge_controls_endpoint"] == 2
+    assert "judge" not in counts and counts["decompose"] == 9
     assert "resources/datasets/longmemeval/longmemeval_s_cleaned.json" in out.stdout
 
 
@@ -65,3 +70,26 @@ def test_lint_unlock_and_report_work_before_the_data_exist(tmp_path):
     out = dry_run(workdir, "--report", str(tmp_path / "r.zip"))
     assert "Creating report..." in out.stdout + out.stderr and "does not exist; put the" not in out.stderr.split(
         "Building DAG")[-1]
+
+
+def test_the_example_study_of_every_kind_dry_runs_and_plan_prices_it(tmp_path):
+    """config/examples/own-method.yaml: one variant of every kind and two rewrites, read alone (no config.yaml)."""
+    workdir = copy_workflow(tmp_path)
+    shutil.copytree(REPO / "scripts", workdir / "scripts")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/examples/own-method.yaml"],
+                         cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout)
+    # l3, l5 and the two rewrites are written by the model; original, textrank, the command and the file on CPUs
+    assert counts["compress"] == 4 and counts["compress_cpu"] == 4 and counts["prepare"] == 1
+    assert counts["train"] == 8 + 3 and counts["decompose"] == 8  # 8 variants at r16, 3 of them again at r4
+    assert "longmemeval" not in out.stdout  # the sample LongMemEval of config.yaml does not run beside the study
+    # the command line and its script's sha256 are the job's params: editing the script reruns the variant
+    assert '"command":["python3","scripts/compressors/first_sentences.py","--sentences","2"]' in out.stdout
+    assert '"files_sha256":{"scripts/compressors/first_sentences.py":"' in out.stdout
+    plan = subprocess.run(["lorapress", "plan", "--configfile", "config/examples/own-method.yaml",
+                           "--format", "json"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    compress = next(s for s in json.loads(plan.stdout)["stages"] if s["stage"] == "compress")
+    assert compress["jobs"] == 8 and compress["device_jobs"] == 4 and compress["generate_tokens"] > 0

@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "model_config": facts.model_config_source}, indent=2, ensure_ascii=False) + "\n")
     else:
         where = "login node: GPU facts are checked on a GPU node" if args.login else "as a GPU job would see it"
-        sys.stdout.write(f"lorapress check: {' + '.join([args.base_config, *args.configfile])} ({where})\n")
+        sys.stdout.write(f"lorapress check: {' + '.join(args.configfile or [args.base_config])} ({where})\n")
         sys.stdout.write("".join(c.line() + "\n" for c in checks))
         sys.stdout.write(summary(checks) + "\n")
     sys.stdout.flush()

@@ -150,3 +150,17 @@ def resolve(config: dict, hardware: Hardware | None = None) -> dict:
     return {"dtype": dtype, "dtype_reason": reason, "train_dtype": train_dtype,
             "backend": backend(config["evaluate"]["backend"]),
             "compression_backend": "vllm" if compression == "auto" else compression, "hardware": hardware.describe()}
+
+
+def oversized_tiers(config: dict, dataset: str, n_items: int) -> str | None:
+    """One line naming the first capacity or rank_items tier larger than the dataset's `n_items` items (it
+    would train on every item and be plotted at a size it never had), or None."""
+    for name in ("capacity", "rank_items"):
+        spec = config["experiments"][name]
+        if not spec["enabled"] or (spec.get("datasets") is not None and dataset not in spec["datasets"]):
+            continue
+        too_large = [n for n in spec["items"] if n != "all" and n > n_items]
+        if too_large:
+            return (f"config experiments.{name}.items: {too_large[0]} is more than the {n_items} items of dataset "
+                    f"{dataset} ({config['datasets'][dataset]['path']}); use at most {n_items}, or `all`")
+    return None

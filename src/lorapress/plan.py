@@ -87,14 +87,17 @@ def _read_yaml(path: Path, what: str) -> dict:
 def load_config(base: str | Path, configfiles: list[str]) -> tuple[dict, Path]:
     """The merged, validated config with its defaults filled, and the schema it was checked against.
 
-    The schema is the one beside the base config (`workflow/schemas/config.schema.yaml` of the
-    workflow), checked as workflow/rules/common.smk checks it: schema, defaults, semantics.
+    Read as Snakemake reads it: the --configfile files, merged in order, are the whole study on the schema's
+    defaults; the base config (config.yaml) only when none is given. The schema is the one beside the base
+    config (`workflow/schemas/config.schema.yaml` of the workflow), checked as workflow/rules/common.smk
+    checks it: schema, defaults, semantics.
     """
     from .config import ConfigError, check_moved_keys, check_schema, check_semantics, given_variants, \
         normalise_variants
 
     base = Path(base)
-    config = _read_yaml(base, "the workflow's config.yaml; run in the workflow directory or pass --base-config")
+    config = {} if configfiles else \
+        _read_yaml(base, "the workflow's config.yaml; run in the workflow directory or pass --base-config")
     for name in configfiles:
         config = merge(config, _read_yaml(Path(name), "--configfile"))
     schema = base.resolve().parent / SCHEMA
@@ -1045,7 +1048,7 @@ def _inputs(args: argparse.Namespace):
 
 def plan(args: argparse.Namespace) -> dict:
     config, profile, t, counts, control, downloads = _inputs(args)
-    files = {"files": [args.base_config, *args.configfile], "throughput": args.throughput}
+    files = {"files": args.configfile or [args.base_config], "throughput": args.throughput}
     limits, limits_file = read_limits(args.profile_dir, config)
     return build_plan(config, counts, control, profile, t, downloads=downloads, sources=files, limits=limits,
                       limits_file=limits_file)

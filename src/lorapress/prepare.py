@@ -339,6 +339,12 @@ def load_control(path: str | Path) -> list[dict]:
 LOADERS = {"wiki_jsonl": load_wiki, "longmemeval": load_longmemeval}
 
 
+def load_dataset_items(spec: dict) -> int:
+    """How many knowledge items a dataset's config entry (`datasets.<name>`) yields, as prepare makes them."""
+    options = {k: v for k, v in spec.items() if k in ("limit", "sample", "seed", "question_types") and v is not None}
+    return len(LOADERS[spec["format"]](Path(spec["path"]), **options)[0])
+
+
 def prepare(fmt: str, path: str | Path, docs_out: str | Path, qa_out: str | Path, **options: Any) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():

@@ -330,6 +330,8 @@ def claims_section(summary: dict, scale: str = "") -> str:
                                                              "compared": c.get("compared", "–")})
         if c.get("compared"):
             row["compared"] = c["compared"]
+        if "trr_tested" in c or "trr_seed" in c:  # a claim about a variant: the compression it was tested at
+            row["TRR here / seed's (%)"] = f"{num(c.get('trr_tested'), 1)} / {num(c.get('trr_seed'), 1)}"
         value = c["verdict"]
         if c.get("estimate") is not None:
             value += f": {with_ci(c['estimate'], c['ci_low'], c['ci_high'], 3, True)}"
@@ -346,6 +348,8 @@ def claims_section(summary: dict, scale: str = "") -> str:
         "on the other side; <b>not significant</b>: it spans zero, read further as <i>equivalent within ±δ</i> "
         "(the 90% interval inside the metric's equivalence margin) or <i>too small to see with these seeds</i> "
         "(with the smallest difference the comparison could detect); <b>not tested</b>: this run lacks the cells; "
+        "<b>TRR here / seed's</b>: how strongly this run's variant compressed the text, beside the seed study's "
+        "(a claim about l1 at TRR 35% says little about an l1 that compressed to 60%); "
         "<b>judge uninformative</b>: the judge failed its controls on that dataset (it could not tell a "
         "known-right answer from a known-wrong one), so its scores test nothing. The claims carried no "
         "interval; the study's own replicate runs of one setting (r16, 500 items, original text) scored "

@@ -172,6 +172,17 @@ def check_data():
     missing = missing_datasets()
     if missing:
         raise WorkflowError(missing[0])
+    for name in DATASETS:  # a tier larger than its dataset: read the file (as prepare will) and count its items
+        if any(
+            config["experiments"][e]["enabled"] and any(n != "all" for n in config["experiments"][e]["items"])
+            for e in ("capacity", "rank_items")
+        ) and os.path.exists(config["datasets"][name]["path"]):
+            from lorapress.config import oversized_tiers
+            from lorapress.prepare import load_dataset_items
+
+            too_large = oversized_tiers(config, name, load_dataset_items(config["datasets"][name]))
+            if too_large:
+                raise WorkflowError(too_large)
 
 
 for line in missing_datasets():
@@ -229,9 +240,11 @@ def compressor_model(variant):
     if compressor_kind(definition) != "model":
         return base_model()
     compressor = definition["compressor"]
-    return f"resources/models/{hub_dir_name(compressor, definition['compressor_revision'])}" if is_hub_id(
-        compressor
-    ) else compressor
+    return (
+        f"resources/models/{hub_dir_name(compressor, definition['compressor_revision'])}"
+        if is_hub_id(compressor)
+        else compressor
+    )
 
 
 def compressor_input(wildcards):
