@@ -139,7 +139,7 @@ def extract(text: str, target_trr: float, method: str = "tfidf") -> str:
 # ---------------------------------------------------------------- generative
 @dataclass
 class Level:
-    """One generative level: config `compression.levels.<variant>` (defaults live in the schema)."""
+    """A generate variant for one dataset: its prompt, target TRR, tolerance and retry prompt (lorapress.variants)."""
 
     prompt: str
     target_trr: float
