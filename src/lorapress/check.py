@@ -281,11 +281,14 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
     """A full piece (max_input_tokens) + instructions + the reply cap must fit max_model_len, per summary level;
     decompose needs a positive context budget."""
     comp, max_len = config["compression"], config["model"]["max_model_len"]
-    n, slack = comp["max_input_tokens"], comp["max_tokens_slack"]
+    slack = comp["max_tokens_slack"]
     out = []
     for variant, definition in comp["variants"].items():
         if definition["kind"] != "generate":
             continue
+        # the variant's own piece size (a rewrite's), else the shared one
+        n, key = (definition["max_input_tokens"], f"compression.variants.{variant}.max_input_tokens") \
+            if definition.get("max_input_tokens") else (comp["max_input_tokens"], "compression.max_input_tokens")
         # the dataset whose target leaves the longest reply binds (per-dataset targets)
         level = {"target_trr": min(target_of(definition, d) for d in config["datasets"])}
         # the same arithmetic as the config check that stops Snakemake before any job (compress.context_needed)
@@ -299,12 +302,11 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
         fits = n
         while fits > 0 and context_needed(fits, level["target_trr"], slack) > max_len:
             fits -= 1
-        out.append(Check(label, FAIL, f"{variant}: a full piece of compression.max_input_tokens {n} (prompt ≈ {prompt} "
+        out.append(Check(label, FAIL, f"{variant}: a full piece of {key} {n} (prompt ≈ {prompt} "
                          f"tokens with its instructions) + its reply cap ceil({n} × (1 − {level['target_trr']}/100) × "
                          f"{slack}) = {cap} is "
                          f"{prompt + cap} > model.max_model_len {max_len}",
-                         f"raise model.max_model_len to >= {prompt + cap} or lower compression.max_input_tokens "
-                         f"to <= {fits}"))
+                         f"raise model.max_model_len to >= {prompt + cap} or lower {key} to <= {fits}"))
     budget = max_len - config["evaluate"]["max_tokens"] - DECOMPOSE_RESERVE
     if budget > 0:
         out.append(Check("context decompose", OK, f"open-book context budget {budget} tokens (max_model_len {max_len} "

@@ -172,17 +172,32 @@ def check_data():
     missing = missing_datasets()
     if missing:
         raise WorkflowError(missing[0])
-    for name in DATASETS:  # a tier larger than its dataset: read the file (as prepare will) and count its items
-        if any(
+    for name in DATASETS:  # a tier larger than its dataset: count its items (prepare's output when it is fresh)
+        tiers = any(
             config["experiments"][e]["enabled"] and any(n != "all" for n in config["experiments"][e]["items"])
             for e in ("capacity", "rank_items")
-        ) and os.path.exists(config["datasets"][name]["path"]):
+        )
+        if tiers and os.path.exists(config["datasets"][name]["path"]):
             from lorapress.config import oversized_tiers
-            from lorapress.prepare import load_dataset_items
 
-            too_large = oversized_tiers(config, name, load_dataset_items(config["datasets"][name]))
+            too_large = oversized_tiers(config, name, dataset_items(name))
             if too_large:
                 raise WorkflowError(too_large)
+
+
+def dataset_items(name):
+    """How many items a dataset has: the lines of prepare's docs.jsonl when it is newer than the dataset file
+    and the config's dataset entry is unchanged since (its params), else read as prepare reads it."""
+    from lorapress.prepare import load_dataset_items
+
+    spec, docs = config["datasets"][name], f"results/data/{name}/docs.jsonl"
+    if os.path.exists(docs) and os.path.getmtime(docs) >= os.path.getmtime(spec["path"]):
+        with open(docs, encoding="utf-8") as lines:
+            prepared = sum(1 for _ in lines)
+        # a changed limit or sample would rerun prepare: count from the file then
+        if not any(spec.get(k) for k in ("limit", "sample", "question_types")):
+            return prepared
+    return load_dataset_items(spec)
 
 
 for line in missing_datasets():
@@ -224,8 +239,10 @@ def variant_settings(variant, datasets=None):
         from lorapress.judge import file_sha256
 
         shared["files_sha256"] = {a: file_sha256(a) for a in definition["command"] if os.path.isfile(a)}
+    # what changes no text is left out: the description, and the endpoint's keys unless an endpoint writes it
+    unused = {"description"} | ({"base_url", "api_key_env"} if compressor_kind(definition) != "endpoint" else set())
     per_dataset = {d: settings_for(definition, d, shared) for d in (DATASETS if datasets is None else datasets)}
-    return {d: {k: v for k, v in s.items() if k != "description"} for d, s in per_dataset.items()}
+    return {d: {k: v for k, v in s.items() if k not in unused} for d, s in per_dataset.items()}
 
 
 def variant_files(wildcards):
