@@ -402,6 +402,9 @@ def test_fact_survival_leads_the_compression_table_with_its_wilson_interval():
     assert by_condition(table).loc["original_text", "compressor"] == "none"
     assert compressor("ext", None, "m") == "TF-IDF extractive"
     assert compressor("summ_l1_slight", {"compressor": "Qwen/Qwen3-8B"}, "m") == "Qwen/Qwen3-8B"  # provenance first
+    # as a .meta.json holds it (under settings), for a variant of any name
+    assert compressor("rewrite_qa", {"stage": "compress", "settings": {"compressor": "base"}}, "m") == "base model (m)"
+    assert compressor("lead_2", {"settings": {"compressor": "command: python3 x.py"}}, "m") == "command: python3 x.py"
     assert compressor("summ_l1_slight") == "not recorded"  # another study's scores: no default assumed
 
     from lorapress.report import lead_cells, variants_table

@@ -418,9 +418,10 @@ def compressor(variant: str, meta: dict | None = None, base_model: str | None = 
     """Who wrote a variant's text: its provenance's `compressor` once the compress stage records one; until then
     this pipeline's fixed choice (the base model writes the summary levels, TF-IDF picks ext's sentences).
     Without a base model (another study's scores file) that choice is not assumed."""
-    if meta and meta.get("compressor") == "base":  # the compress stage names the base model only as "base"
+    meta = (meta or {}).get("settings", meta) or {}  # a .meta.json: the stage's provenance, its record under settings
+    if meta.get("compressor") == "base":  # the compress stage names the base model only as "base"
         return f"base model ({base_model})" if base_model else "base model"
-    if meta and meta.get("compressor"):
+    if meta.get("compressor"):
         return str(meta["compressor"])
     if variant == BASELINE:
         return "no training text"
