@@ -172,11 +172,12 @@ def test_paper_config_plan_matches_its_dag(paper_dir):
     trained = sum(not r.is_baseline for d in datasets for r in runs(config, d))
     chunks = sum(len(eval_chunks(config, d)) for d in datasets)
     variants = len(config["compression"]["variants"])
-    assert stages["train"]["jobs"] == trained == 138  # the known paper DAG (tests/test_paper_dag.py)
+    assert stages["train"]["jobs"] == trained == 150  # the known paper DAG (tests/test_paper_dag.py)
     shards = config["compression"]["shards"]["longmemeval"]  # wiki shares one job per variant
-    # each summary level: wiki's job, the shards, a gather; original_text and ext: one CPU job each
-    assert stages["compress"]["jobs"] == 5 * (1 + shards + 1) + (variants - 5)
-    assert stages["compress"]["device_jobs"] == 5 * (1 + shards)
+    # each summary level and rewrite (7 generate variants): wiki's job, the shards, a gather; original_text
+    # and ext: one CPU job each
+    assert stages["compress"]["jobs"] == 7 * (1 + shards + 1) + (variants - 7)
+    assert stages["compress"]["device_jobs"] == 7 * (1 + shards)
     assert stages["evaluate"]["jobs"] == stages["judge"]["jobs"] == chunks  # hash-keyed chunks of <= 8 runs
     assert stages["judge_controls"]["jobs"] == len(datasets)
     assert stages["decompose"]["jobs"] == variants  # one model load per variant serves every dataset
@@ -324,3 +325,22 @@ def test_a_figure_without_its_source_is_one_line(workdir, capsys):
     (workdir / "t.yaml").write_text(yaml.safe_dump(table))
     err = error_line(capsys, "--throughput", "t.yaml")
     assert "profiles.cpu_embedded.figures.train_tokens_per_s: missing (needs value and source)" in err
+
+
+def test_each_kind_is_priced_as_it_runs():
+    """A rewrite's reply is longer than its source (TRR -100: twice); extract, command and file run no model."""
+    config = base_config(compression={"variants": {
+        "original_text": {}, "paraphrase": {"kind": "generate", "target_trr": -100, "prompt": "{text}\n\nRestate it.",
+                                            "max_input_tokens": 512},
+        "textrank": {"kind": "extract", "method": "textrank", "target_trr": 50},
+        "lead": {"kind": "command", "command": "python3 lead.py"}, "given": {"kind": "file", "path": "x/{dataset}.jsonl"}}},
+        experiments={e: {"enabled": False} for e in ("capacity", "rank_items", "rank_compression")})
+    counts = {"wiki": Counts((Item("a", 0, 4000),), (), "hand-made")}  # 1000 tokens: two pieces of <= 512
+    jobs = stage_compress(config, counts, T).jobs
+    assert [j.gpu for j in jobs] == [False, True, False, False, False]
+    assert jobs[1].tokens[("vllm", "generate", False)] == pytest.approx(2000)  # no retry prompt: no retry share
+    overhead = len("\n\nRestate it.") / 4
+    assert jobs[1].tokens[("vllm", "prefill", False)] == pytest.approx(1000 + 2 * overhead)
+    train = stage_train(config, counts, T).jobs
+    # one epoch (config.yaml) of the title (none), its separator and twice the text, + EOS
+    assert [j.tokens[("train", "train", False)] for j in train][1] == pytest.approx((0 + 2 + 2 * 4000) / 4 + 1)
