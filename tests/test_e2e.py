@@ -579,7 +579,7 @@ def test_adding_a_variant_runs_that_variants_jobs_only_and_an_equal_definition_r
 
 @pytest.mark.parametrize("name, definition, message", [
     ("broken", {"kind": "command", "command": ["python3", "-c", "import sys; sys.exit('no weights here')"]},
-     "lorapress compress: error: command 'python3 -c import sys; sys.exit('no weights here')' exited with status 1: "
+     "lorapress compress: error: command \"python3 -c import sys; sys.exit('no weights here')\" exited with status 1: "
      "no weights here"),
     ("partial", {"kind": "file", "path": "precomputed/partial.jsonl"},
      "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-003' (1 of 3 items missing)"),
