@@ -93,3 +93,23 @@ def test_the_example_study_of_every_kind_dry_runs_and_plan_prices_it(tmp_path):
     assert plan.returncode == 0, plan.stderr[-2000:]
     compress = next(s for s in json.loads(plan.stdout)["stages"] if s["stage"] == "compress")
     assert compress["jobs"] == 8 and compress["device_jobs"] == 4 and compress["generate_tokens"] > 0
+
+
+def test_a_hub_compressor_is_fetched_once_and_loaded_by_its_variants_jobs(tmp_path):
+    """The compressor apart from the model that learns: a hub id is fetched by the local fetch_model rule, at its
+    own revision, and the variant's compress jobs load that directory (the base model still trains)."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "study.yaml").write_text(
+        "compression:\n  variants:\n    original_text: {}\n    summ_l5_extreme: {}\n"
+        "    qwen_l5: {kind: generate, target_trr: 90, prompt: '{text} Summarize.', compressor: Qwen/Qwen2.5-7B-Instruct,"
+        " compressor_revision: 0123456789abcdef0123456789abcdef01234567}\n"
+        "experiments: {rank_compression: {variants: [original_text, summ_l5_extreme]}}\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "study.yaml"], cwd=workdir, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout)
+    assert counts["fetch_model"] == 1 and counts["convert_model"] == 1 and counts["compress"] == 2
+    hub = "resources/models/Qwen--Qwen2.5-7B-Instruct@0123456789abcdef0123456789abcdef01234567"
+    assert f"--model={hub}" in out.stdout and "--hub Qwen/Qwen2.5-7B-Instruct --revision 0123456789abcdef" in out.stdout
+    assert "--variant summ_l5_extreme" in out.stdout and "--model=resources/models/smollm2-135m-instruct" in out.stdout
