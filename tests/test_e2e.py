@@ -369,6 +369,13 @@ def test_changing_the_judge_rejudges_without_reanswering(run):
     assert "Nothing to be done" in out.stdout  # renaming the key's variable changes no verdict
 
 
+def test_another_dtype_reruns_what_computes_in_it_and_no_variant_a_model_does_not_write(run):
+    (run / "dtype.yaml").write_text(yaml.safe_dump({"model": {"dtype": "bfloat16"}}))
+    counts = job_counts(snakemake(run, "-n", "results/report.html", configfiles=("tiny.yaml", "dtype.yaml")).stdout)
+    assert counts["compress"] == 1 and counts["train"] == 7  # summ_l5_extreme's summaries, every adapter
+    assert "compress_cpu" not in counts and "prepare" not in counts  # original_text: no model, no dtype
+
+
 def test_editing_resources_reruns_nothing(run):
     (run / "res.yaml").write_text(yaml.safe_dump({"resources": {"generate_mem_mb": 5000, "threads": 2}}))
     out = snakemake(run, "-n", "results/report.html", configfiles=("tiny.yaml", "res.yaml"))

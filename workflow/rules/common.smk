@@ -288,6 +288,12 @@ def endpoint_tokenizer_arg(wildcards, input):
     return f"--model={tokenizer[0]}" if tokenizer else ""
 
 
+def cpu_variant_engine(wildcards):
+    """What an endpoint's generate variant counts with (context, chat template); nothing for the kinds that run
+    no model, so a machine that resolves another dtype reruns none of them."""
+    return compress_engine() if compressor_kind(VARIANT_DEFINITIONS[wildcards.variant]) == "endpoint" else "{}"
+
+
 def compress_engine():
     """Engine params of the variants a model writes (the same for every compressor: dtype, backend, context)."""
     return as_json({**engine_params(), "backend": RESOLVED["compression_backend"]})

@@ -27,7 +27,7 @@ rule compress_cpu:
     params:
         settings=lambda wildcards: as_json(variant_settings(wildcards.variant)),
         datasets=DATASETS,
-        engine=compress_engine(),
+        engine=cpu_variant_engine,
         model=endpoint_tokenizer_arg,
         code=CODE["compress"],
     shell:
