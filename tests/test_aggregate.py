@@ -296,6 +296,18 @@ def test_claims_read_not_significant_as_equivalent_or_too_small_to_see():
     assert l1["verdict"] == "not significant" and l1["reading"].startswith("no evidence for a difference: too small")
 
 
+def test_a_metric_no_question_could_score_gets_no_rows():
+    """Three LongMemEval questions of two types: none has three same-type distractors, so multiple-choice accuracy
+    scores nothing there; the table leaves the metric out rather than printing blank rows."""
+    from lorapress.aggregate import table_metrics
+
+    study, _ = seeded_study({"original_text": 0.0})
+    blank = study.scores[study.scores["metric"] == "f1"].assign(metric="mc_acc", value=float("nan"))
+    study.scores = pd.concat([study.scores, blank], ignore_index=True)
+    assert table_metrics(study, ["f1", "mc_acc"]) == ["f1"]
+    assert set(compression_table(study, ["f1", "mc_acc"])["metric"]) == {"f1"}
+
+
 def test_claims_show_the_trr_they_were_tested_at_beside_the_seeds_and_name_an_absent_variant():
     from lorapress.claims import evaluate_claims
     from lorapress.report import claims_section

@@ -382,7 +382,9 @@ def table_metrics(study: Study, metrics: list[str], control: bool = False) -> li
     resolved = [study.metric_of(m) for m in metrics]
     if control:
         resolved += [m for m in CONTROL_METRICS.values()]
-    present = set(study.scores["metric"])
+    # a metric no question of this dataset could score (multiple choice where no question has three
+    # distractors: a handful of LongMemEval questions, each of its own type) has no row, rather than a blank one
+    present = set(study.scores.loc[study.scores["value"].notna(), "metric"])
     return [m for m in dict.fromkeys(resolved) if m in present]
 
 

@@ -173,21 +173,27 @@ def check_data():
     if missing:
         raise WorkflowError(missing[0])
     for name in DATASETS:  # a tier larger than its dataset: count its items (prepare's output when it is fresh)
-        tiers = any(
-            config["experiments"][e]["enabled"] and any(n != "all" for n in config["experiments"][e]["items"])
+        tiers = [
+            e
             for e in ("capacity", "rank_items")
-        )
+            if config["experiments"][e]["enabled"]
+            and name in (config["experiments"][e]["datasets"] or DATASETS)
+            and any(n != "all" for n in config["experiments"][e]["items"])
+        ]
         if tiers and os.path.exists(config["datasets"][name]["path"]):
             from lorapress.config import oversized_tiers
 
-            too_large = oversized_tiers(config, name, dataset_items(name))
+            n_items = dataset_items(name)
+            too_large = oversized_tiers(config, name, n_items) if n_items is not None else None
             if too_large:
                 raise WorkflowError(too_large)
 
 
 def dataset_items(name):
     """How many items a dataset has: the lines of prepare's docs.jsonl when it is newer than the dataset file
-    and the config's dataset entry is unchanged since (its params), else read as prepare reads it."""
+    and the config's dataset entry is unchanged since (its params), else read as prepare reads it. None when
+    the file is broken: its prepare job then stops with the line that names file, record and field."""
+    from lorapress.io import StageError
     from lorapress.prepare import load_dataset_items
 
     spec, docs = config["datasets"][name], f"results/data/{name}/docs.jsonl"
@@ -197,7 +203,10 @@ def dataset_items(name):
         # a changed limit or sample would rerun prepare: count from the file then
         if not any(spec.get(k) for k in ("limit", "sample", "question_types")):
             return prepared
-    return load_dataset_items(spec)
+    try:
+        return load_dataset_items(spec)
+    except (StageError, ValueError, OSError):
+        return None
 
 
 for line in missing_datasets():
