@@ -170,29 +170,3 @@ def target_of(definition: dict, dataset: str) -> float | None:
         return 0.0
     value = definition.get("target_trr")
     return None if value is None else float(per_dataset(value, dataset))
-
-
-def compressor_label(definition: dict, base_model: str) -> str:
-    """Who wrote the variant, in a few words (the tables' first column)."""
-    kind = definition["kind"]
-    if kind == "original":
-        return "none"
-    if kind == "generate":
-        compressor = definition["compressor"]
-        return f"{base_model} (the base model)" if compressor == "base" else compressor
-    if kind == "extract":
-        return f"{definition['method']} extraction"
-    if kind == "command":
-        return "command: " + shlex.join(definition["command"])
-    return "file"
-
-
-def ordered_by_target(definitions: dict[str, dict], dataset: str) -> list[str]:
-    """Variant names by target TRR (rewrites, negative, before original_text's 0), config order on ties; variants
-    without a target (a command or file without one) last."""
-    def key(item):
-        index, name = item
-        target = target_of(definitions[name], dataset)
-        return (target is None, target if target is not None else 0.0, index)
-
-    return [name for _, name in sorted(enumerate(definitions), key=key)]
