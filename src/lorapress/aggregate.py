@@ -31,11 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import BASELINE, EXTRACTIVE, ORIGINAL, SUMMARY_LEVELS, VARIANTS
+from . import BASELINE, EXTRACTIVE, ORIGINAL, SUMMARY_LEVELS
 from .diagnostics import judge_controls, run_diagnostics
 from .experiments import Run
 from .judge import LME_TYPES
 from .io import StageError, atomic_path, parse_json_arg, read_json, read_jsonl, write_json
+from .metrics import is_judge_metric
+from .variants import order_by_trr
 from .uncertainty import Bootstrap, argmax_interval, difference, equivalent, estimate, holm, mdd, replicate_means
 
 log = logging.getLogger(__name__)
@@ -398,18 +400,8 @@ def _single_setting(rows: pd.DataFrame, what: str) -> Cell:
 
 
 def _order(conditions, trr: dict | None = None) -> list[str]:
-    """The baseline, then the variants by their measured mean TRR (rewrites, negative, before original_text);
-    without TRRs (or for a variant without one) the seed study's order, then by name."""
-    trr, seeds = trr or {}, [BASELINE, *VARIANTS]
-
-    def key(condition):
-        if condition == BASELINE:
-            return (0, 0.0, 0, condition)
-        rate = (trr.get(condition) or {}).get("trr_mean")
-        seed = seeds.index(condition) if condition in seeds else len(seeds)
-        return (1, 0.0, seed, condition) if rate is None or rate != rate else (1, float(rate), seed, condition)
-
-    return sorted(set(conditions), key=key)
+    """`order_by_trr` of a dataset's `trr_by_variant`."""
+    return order_by_trr(conditions, {v: (t or {}).get("trr_mean") for v, t in (trr or {}).items()})
 
 
 # ---------------------------------------------------------------- what each variant kept
@@ -690,10 +682,6 @@ def best_condition(table: pd.DataFrame, metric: str, study: Study | None = None)
             "runner_up": others.iloc[0]["condition"], "vs_runner_up_diff": runner_up.get("diff", float("nan")),
             "vs_runner_up_ci_low": runner_up.get("ci_low", float("nan")),
             "vs_runner_up_ci_high": runner_up.get("ci_high", float("nan"))}
-
-
-def is_judge_metric(metric: str) -> bool:
-    return metric.startswith("judge")
 
 
 def headline_metric(metrics: list[str], judge_uninformative: bool) -> tuple[str | None, str]:

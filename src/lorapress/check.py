@@ -31,7 +31,7 @@ from .io import StageError
 from .memory import ModelShape, engine_memory, sequences_that_fit, train_memory
 from .model import hub_dir_name
 from .plan import add_config_arguments, load_config
-from .variants import target_of
+from .variants import piece_size, target_of
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 HUB_MODELS = Path("resources/models")  # `lorapress model --hub ID --revision REV` writes <org>--<name>@<rev>/ here
@@ -286,9 +286,8 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
     for variant, definition in comp["variants"].items():
         if definition["kind"] != "generate":
             continue
-        # the variant's own piece size (a rewrite's), else the shared one
-        n, key = (definition["max_input_tokens"], f"compression.variants.{variant}.max_input_tokens") \
-            if definition.get("max_input_tokens") else (comp["max_input_tokens"], "compression.max_input_tokens")
+        n, key = piece_size(definition, comp)  # the variant's own piece size (a rewrite's), else the shared one
+        key = key.replace("<name>", variant)
         # the dataset whose target leaves the longest reply binds (per-dataset targets)
         level = {"target_trr": min(target_of(definition, d) for d in config["datasets"])}
         # the same arithmetic as the config check that stops Snakemake before any job (compress.context_needed)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import BASELINE, ORIGINAL
+from .metrics import is_judge_metric
 
 PAPER_REPLICATES = (3.2224, 3.2272, 3.2368, 3.2589)
 JUDGE_UNINFORMATIVE = "judge uninformative"
@@ -150,7 +151,7 @@ def evaluate_claims(tables: dict[tuple[str, str], pd.DataFrame], kinds: dict[str
         for dataset in datasets:
             table = tables.get((experiment, dataset))
             for metric in metrics.get(dataset, []):
-                if dataset in uninformative_judges and metric.startswith("judge"):
+                if dataset in uninformative_judges and is_judge_metric(metric):
                     out.append({"claim": claim_id, "text": text, "dataset": dataset, "metric": metric,
                                 "verdict": JUDGE_UNINFORMATIVE, "why": "the judge failed its controls on this dataset"})
                     continue

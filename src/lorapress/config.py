@@ -19,7 +19,7 @@ import yaml
 from .compress import context_needed
 from .experiments import experiment_runs
 from .hardware import Hardware, choose_dtype, detect
-from .variants import VariantError, resolve_variants, settings_for
+from .variants import VariantError, piece_size, resolve_variants, settings_for
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -80,9 +80,8 @@ def check_semantics(config: dict) -> None:
     for name, definition in variants.items():
         if definition["kind"] != "generate":
             continue
-        own = definition.get("max_input_tokens")
-        pieces, key = (own, f"compression.variants.{name}.max_input_tokens") if own else \
-            (comp["max_input_tokens"], "compression.max_input_tokens")
+        pieces, key = piece_size(definition, comp)
+        key = key.replace("<name>", name)
         for dataset in sorted(config["datasets"]):
             target = settings_for(definition, dataset)["target_trr"]
             needed = context_needed(pieces, target, comp["max_tokens_slack"])

@@ -12,6 +12,12 @@ import math
 from functools import lru_cache
 from statistics import fmean
 
+
+def is_judge_metric(metric: str) -> bool:
+    """judge_score, judge_accuracy[...], judge_p_yes, ...: the LLM judge's, not the reference-based metrics."""
+    return metric.startswith("judge")
+
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 

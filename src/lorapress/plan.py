@@ -391,12 +391,14 @@ def summary_tokens(items: tuple[Item, ...], level: dict, comp: dict, t: Tokens) 
     piece × (1 − target_trr/100). With a retry_prompt, a `retry_share` of pieces is asked once
     more. The reply cap (× max_tokens_slack) bounds a reply; the estimate assumes the target.
     """
+    from .variants import piece_size
+
     overhead = t.of(len(level["prompt"].replace("{text}", ""))) + t.per_message
     keep = 1.0 - level["target_trr"] / 100.0
     prefill = generate = 0.0
     for item in items:
         tokens = t.of(item.text_chars)
-        pieces = max(1, math.ceil(tokens / (level.get("max_input_tokens") or comp["max_input_tokens"])))
+        pieces = max(1, math.ceil(tokens / piece_size(level, comp)[0]))
         prefill += tokens + pieces * overhead
         generate += tokens * keep
     retry = 1.0 + (t.retry_share if level.get("retry_prompt") else 0.0)

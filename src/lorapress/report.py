@@ -22,9 +22,11 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from . import BASELINE, VARIANTS
+from . import BASELINE
 from .io import atomic_path, git_commit, package_versions, parse_json_arg, read_json
+from .metrics import is_judge_metric
 from .stats import level_order_holds
+from .variants import order_by_trr
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
@@ -114,7 +116,7 @@ def mark_judge(summary: dict) -> None:
 
 def label(metric: str) -> str:
     text = METRIC_LABELS.get(metric, metric)
-    return text + _JUDGE_TAG["tag"] if metric.startswith("judge") else text
+    return text + _JUDGE_TAG["tag"] if is_judge_metric(metric) else text
 
 
 def chance_note(metric: str) -> str:
@@ -142,7 +144,7 @@ JUDGE_UNINFORMATIVE = "judge uninformative"
 
 def judge_says_nothing(s: dict, metric: str) -> bool:
     """A judge metric on a dataset whose judge failed its controls: no cell shows it as a result."""
-    return bool(s.get("judge_uninformative")) and metric.startswith("judge")
+    return bool(s.get("judge_uninformative")) and is_judge_metric(metric)
 
 
 def model_size(name: str | None) -> str | None:
@@ -179,17 +181,8 @@ def lead_cells(row, trr_mean=None) -> dict:
 
 
 def variant_order(values, trr: dict | None = None) -> list[str]:
-    """The baseline, then variants by mean TRR where known (`trr`: variant -> TRR), else the seed order, then
-    by name: tables and plots read left to right from expansion to the strongest compression."""
-    seeds, trr = [BASELINE, *VARIANTS], trr or {}
-
-    def key(v):
-        rate = trr.get(v)
-        seed = seeds.index(v) if v in seeds else len(seeds)
-        known = v != BASELINE and rate is not None and rate == rate
-        return (v != BASELINE, 0.0 if not known else float(rate), seed, v)
-
-    return sorted(values, key=key)
+    """`order_by_trr`: tables and plots read left to right from expansion to the strongest compression."""
+    return order_by_trr(values, trr)
 
 
 def section(anchor: str, title: str, *parts: str) -> str:

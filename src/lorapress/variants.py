@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 import shlex
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from . import SUMMARY_LEVELS
+from . import BASELINE, SUMMARY_LEVELS, VARIANTS
 
 KINDS = ("original", "generate", "extract", "command", "file")
 # the keys each kind reads (beside kind and description); any other key is a mistake
@@ -49,12 +50,18 @@ class VariantError(ValueError):
 
 
 def _schema(schema_path: str | Path | None) -> dict:
-    return yaml.safe_load(Path(schema_path or DEFAULT_SCHEMA).read_text())
+    return _read_schema(str(schema_path or DEFAULT_SCHEMA))
+
+
+@lru_cache(maxsize=4)
+def _read_schema(path: str) -> dict:
+    """The schema, read once per process (resolving the variants reads it for seeds and for key defaults)."""
+    return yaml.safe_load(Path(path).read_text())
 
 
 def seed_definitions(schema_path: str | Path | None = None) -> dict[str, dict]:
     """The seed study's seven variants, as the schema's default of compression.variants."""
-    return _schema(schema_path)["properties"]["compression"]["properties"]["variants"]["default"]
+    return copy.deepcopy(_schema(schema_path)["properties"]["compression"]["properties"]["variants"]["default"])
 
 
 def key_defaults(schema_path: str | Path | None = None) -> dict:
@@ -162,6 +169,28 @@ def compressor_kind(definition: dict) -> str:
 def runs_a_model(definition: dict) -> bool:
     """Does a local model write this variant (a GPU job), rather than a CPU job?"""
     return compressor_kind(definition) in ("base", "model")
+
+
+def order_by_trr(conditions, trr: dict | None = None) -> list[str]:
+    """The baseline, then the variants by measured mean TRR (`trr`: variant -> TRR; rewrites, negative, before
+    original_text); without one, the seed study's order, then by name. Tables and plots read in this order."""
+    seeds, trr = [BASELINE, *VARIANTS], trr or {}
+
+    def key(condition):
+        rate = trr.get(condition)
+        known = condition != BASELINE and rate is not None and rate == rate
+        seed = seeds.index(condition) if condition in seeds else len(seeds)
+        return (condition != BASELINE, float(rate) if known else 0.0, seed, condition)
+
+    return sorted(set(conditions), key=key)
+
+
+def piece_size(definition: dict, compression: dict) -> tuple[int, str]:
+    """(tokens, config key) of a generate variant's longest piece: its own max_input_tokens (a rewrite's), else
+    compression.max_input_tokens."""
+    own = definition.get("max_input_tokens")
+    return (own, "compression.variants.<name>.max_input_tokens") if own else \
+        (compression["max_input_tokens"], "compression.max_input_tokens")
 
 
 def target_of(definition: dict, dataset: str) -> float | None:
