@@ -1,10 +1,46 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every Snakemake start imports every installed executor plugin, and the SLURM plugin (2.6.1) then asks
+# `scontrol show config` for MinJobAge. With slurm-client installed but no controller up (here: after the
+# cluster rehearsal stops its SLURM) scontrol gives up only after 9 s, on each of the suite's ~80 starts.
+# Tests that run no SLURM get an scontrol that says at once what the real one says then: no controller.
+# The cluster rehearsal, which runs a real SLURM, takes it off its PATH (`without_shims`).
+SHIMS = str(REPO / "tests/shims")
+os.environ["PATH"] = f"{SHIMS}{os.pathsep}{os.environ['PATH']}"
+
+
+def without_shims(path: str) -> str:
+    """PATH with the real tools only."""
+    return os.pathsep.join(p for p in path.split(os.pathsep) if p != SHIMS)
+
+
+REHEARSAL = "test_cluster_rehearsal.py"
+
+
+def pytest_collection_modifyitems(items):
+    """The cluster rehearsal's tests last: its SLURM run goes on beside the rest of the suite."""
+    items.sort(key=lambda item: item.path.name == REHEARSAL)  # stable: every other test keeps its place
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_rehearsal(request, tmp_path_factory):
+    """The cluster rehearsal's run, started with the session when its tests are selected and a SLURM can be
+    started here (as root, as in CI); None otherwise. SLURM stops when the session ends."""
+    if os.geteuid() != 0 or not any(item.path.name == REHEARSAL for item in request.session.items):
+        yield None
+        return
+    from test_cluster_rehearsal import Rehearsal
+
+    rehearsal = Rehearsal(tmp_path_factory)
+    yield rehearsal
+    rehearsal.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """The real pipeline on a tiny config: embedded model, vLLM, transformers + peft, every stage.
 
-Two runs from scratch feed the assertions: one uninterrupted (`run`), one killed with SIGKILL
-inside compress, train and evaluate in turn and then completed (`killed_run`). Their tables
-must be byte-identical. Each run uses its own copy of the library (PYTHONPATH), so the
+Two runs from scratch, side by side (each fills the cores the other leaves idle), feed the assertions.
+`run` is the tiny study, uninterrupted. `kinds_run` is a study of one's own with a variant of every kind,
+SIGKILLed inside compress, train and evaluate in turn and then completed: each killed job must leave
+nothing that looks finished and, run again uninterrupted from the same inputs, write the same bytes (so
+must the judge and the tables after it). Each run uses its own copy of the library (PYTHONPATH), so the
 tests that edit library code to check precise reruns touch nothing outside their copy.
 """
 
@@ -72,25 +74,57 @@ def workflow_copy(root: Path, converted: Path | None = None) -> Path:
     return root
 
 
-def kill_when(workdir: Path, log_glob: str, marker: str, timeout: float = 900) -> bool:
-    """Start the pipeline; SIGKILL it (the whole process group) once a job log matching `log_glob`
-    from this attempt contains `marker`. Returns whether it was killed (False: the run ended first)."""
+def killed_outputs(log: Path, workdir: Path, study: str) -> list[Path]:
+    """What the job that writes `log` outputs (its log path holds its wildcards)."""
+    stage, *rest = log.relative_to(workdir / "logs").with_suffix("").parts
+    name = "/".join(rest)
+    if stage == "compress":  # one job per variant writes the file of every dataset of the study
+        datasets = yaml.safe_load((workdir / study).read_text())["datasets"]
+        return [workdir / f"results/compressed/{dataset}/{name}.jsonl" for dataset in datasets]
+    return [workdir / {"train": f"results/adapters/{name}", "evaluate": f"results/answers/{name}.jsonl"}[stage]]
+
+
+def kill_when(workdir: Path, study: str, log_glob: str, marker: str, timeout: float = 900) -> Path:
+    """Start (or resume) the pipeline; SIGKILL it (the whole process group) once a job log matching `log_glob`
+    from this attempt contains `marker`. Returns that log; fails if the run ended first."""
     started = time.time()
-    process = subprocess.Popen(snakemake_cmd("results/report.html"), cwd=workdir, env=environment(workdir),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(snakemake_cmd("results/report.html", configfiles=(study,)), cwd=workdir,
+                               env=environment(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     deadline = started + timeout
     while process.poll() is None and time.time() < deadline:
         fresh = [p for p in workdir.glob(log_glob) if p.stat().st_mtime >= started]  # this attempt's jobs only
-        if any(marker in p.read_text(errors="replace") for p in fresh):
+        hit = next((p for p in fresh if marker in p.read_text(errors="replace")), None)
+        if hit:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            subprocess.run(snakemake_cmd("--unlock"), cwd=workdir, env=environment(workdir), capture_output=True)
-            return True
+            subprocess.run(snakemake_cmd("--unlock", configfiles=(study,)), cwd=workdir, env=environment(workdir),
+                           capture_output=True)
+            return hit
         time.sleep(0.5)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
         raise AssertionError(f"no {marker!r} in {log_glob} within {timeout} s")
-    return False
+    raise AssertionError(f"the run ended (exit {process.returncode}) before {marker!r} appeared in {log_glob}")
+
+
+def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]]], into: Path) -> tuple[list[str], dict]:
+    """Copy `workdir` (mtimes kept) and run the killed jobs there again, uninterrupted, from the inputs their
+    resumed run left: the evaluation chunk with its judge, then the adapter, then the compressed variant (last
+    to first: no job's input changes before it runs), then the tables. Mtime is left out of the rerun
+    triggers, so only these jobs run. Returns the forced outputs (relative) and the jobs run per call."""
+    shutil.copytree(workdir, into, symlinks=True)
+    outputs = {stage: [str(p.relative_to(workdir)) for p in killed_outputs(log, workdir, study)]
+               for stage, (log, _) in kills.items()}
+    verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
+    ran = {}
+    for step, targets, forced in (("evaluate", verdicts, outputs["evaluate"]), ("train", outputs["train"], None),
+                                  ("compress", outputs["compress"], None),
+                                  ("aggregate", ["results/tables/summary.json"], ["aggregate"])):
+        out = snakemake(into, *targets, "--forcerun", *(forced or targets), "--rerun-triggers", "params", "input",
+                        "code", "software-env", configfiles=(study,))
+        ran[step] = job_counts(out.stdout + out.stderr)
+    return [*outputs["compress"], *outputs["train"], *outputs["evaluate"], *verdicts], ran
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +137,27 @@ def converted(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, converted):
-    """Two runs from scratch, side by side (each fills the cores the other leaves idle): one uninterrupted,
-    one SIGKILLed inside compress, train and evaluate in turn, then completed."""
-    plain = workflow_copy(tmp_path_factory.mktemp("e2e"), converted)
-    log = open(plain / "snakemake.out", "w")  # a file, not a pipe: nobody reads it while the other run is killed
-    uninterrupted = subprocess.Popen(snakemake_cmd("results/report.html"), cwd=plain, env=environment(plain),
+    """The tiny study from scratch, uninterrupted; beside it a study of one's own from scratch, SIGKILLed inside
+    compress, train and evaluate in turn, completed, and its killed jobs run again in a copy."""
+    run = workflow_copy(tmp_path_factory.mktemp("e2e"), converted)
+    log = open(run / "snakemake.out", "w")  # a file, not a pipe: nobody reads it while the other run is killed
+    uninterrupted = subprocess.Popen(snakemake_cmd("results/report.html"), cwd=run, env=environment(run),
                                      stdout=log, stderr=subprocess.STDOUT)
-    killed = workflow_copy(tmp_path_factory.mktemp("e2e-killed"), converted)
-    hits = [kill_when(killed, "logs/compress/summ_l5_extreme.log", "engine:"),
-            kill_when(killed, "logs/train/*/*/*.log", "optimizer steps"),
-            kill_when(killed, "logs/evaluate/*/*.log", "answered and scored")]
-    snakemake(killed, "results/report.html")
+    kinds = workflow_copy(tmp_path_factory.mktemp("e2e-kinds"), converted)
+    (kinds / "study.yaml").write_text(yaml.safe_dump(kinds_study(kinds)))
+    kills = {}
+    for stage, log_glob, marker in (("compress", "logs/compress/restated.log", "engine:"),
+                                    ("train", "logs/train/*/*/*.log", "optimizer steps"),
+                                    ("evaluate", "logs/evaluate/*/*.log", "answered and scored")):
+        hit = kill_when(kinds, "study.yaml", log_glob, marker)
+        kills[stage] = (hit, [p for p in killed_outputs(hit, kinds, "study.yaml") if p.exists()])
+    snakemake(kinds, "results/report.html", configfiles=("study.yaml",))
+    again = tmp_path_factory.mktemp("e2e-kinds-again") / "run"
+    forced, ran = run_again(kinds, "study.yaml", kills, again)
     uninterrupted.wait(timeout=1800)
     log.close()
-    assert uninterrupted.returncode == 0, (plain / "snakemake.out").read_text()[-5000:]
-    return plain, killed, hits
+    assert uninterrupted.returncode == 0, (run / "snakemake.out").read_text()[-5000:]
+    return run, kinds, kills, again, forced, ran
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +166,8 @@ def run(runs) -> Path:
 
 
 @pytest.fixture(scope="module")
-def killed_run(runs) -> tuple[Path, list[bool]]:
-    return runs[1], runs[2]
+def kinds_run(runs) -> Path:
+    return runs[1]
 
 
 def records(run: Path, pattern: str) -> pd.DataFrame:
@@ -307,13 +347,22 @@ def test_nothing_to_do_after_a_run(run):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
-def test_killed_jobs_leave_nothing_finished_and_the_rerun_gives_identical_tables(run, killed_run):
-    workdir, killed = killed_run
-    assert killed == [True, True, True]  # each kill hit its stage
-    tables = sorted(p.relative_to(run) for p in (run / TABLES).iterdir())
-    assert tables == sorted(p.relative_to(workdir) for p in (workdir / TABLES).iterdir())
-    differing = [str(t) for t in tables if (run / t).read_bytes() != (workdir / t).read_bytes()]
-    assert differing == []  # two runs from scratch, one of them killed thrice: the same numbers
+def test_killed_jobs_leave_nothing_finished_and_run_again_write_the_same_bytes(runs):
+    _, kinds, kills, again, forced, ran = runs
+    # after each SIGKILL (inside compress, train and evaluate) the killed job's output does not exist
+    assert {stage: written for stage, (_, written) in kills.items()} == {"compress": [], "train": [], "evaluate": []}
+    assert ran == {"evaluate": {"evaluate": 1, "judge": 1}, "train": {"train": 1}, "compress": {"compress": 1},
+                   "aggregate": {"aggregate": 1}}, ran  # only the forced jobs ran again
+
+    def files(root: Path, name: str) -> dict[str, bytes]:
+        # an adapter's weights and config (its training summary also records how long it took)
+        found = sorted((root / name).glob("adapter_*")) if (root / name).is_dir() else [root / name]
+        return {str(p.relative_to(root)): p.read_bytes() for p in found}
+
+    tables = [str(p.relative_to(kinds)) for p in sorted((kinds / TABLES).iterdir())]
+    for name in [*forced, *tables]:
+        assert files(again, name) == files(kinds, name), name  # the same bytes, uninterrupted
+        assert all((again / f).stat().st_mtime > (kinds / f).stat().st_mtime for f in files(kinds, name)), name
 
 
 def test_editing_one_level_prompt_reruns_only_its_descendants(run):
@@ -397,6 +446,125 @@ def test_a_config_mistake_fails_before_any_job(run):
     (run / "mistake.yaml").write_text(yaml.safe_dump({"aggregate": {"metrics": ["accuracy"]}}))
     out = snakemake(run, "-n", configfiles=("tiny.yaml", "mistake.yaml"), check=False)
     assert out.returncode != 0 and "config aggregate.metrics.0: 'accuracy' is not one of" in out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- a study of one's own: one variant of every kind
+FIRST_SENTENCES = '''import json, sys
+for line in sys.stdin:
+    item = json.loads(line)
+    sentences = item["text"].split(". ")
+    print(json.dumps({"id": item["id"], "text": ". ".join(sentences[:2]).rstrip(".") + "."}))
+'''
+
+
+def kinds_study(root: Path) -> dict:
+    """A user's study file: their own dataset alone (three articles), and a variant of every kind."""
+    articles = (root / "data/wiki/sample.jsonl").read_text().splitlines()[:3]
+    (root / "data/mine").mkdir()
+    (root / "data/mine/articles.jsonl").write_text("\n".join(articles) + "\n")
+    (root / "first_sentences.py").write_text(FIRST_SENTENCES)
+    (root / "precomputed").mkdir()
+    (root / "precomputed/mine.jsonl").write_text("".join(  # rewritten elsewhere: each article said twice (TRR ~ -100)
+        json.dumps({"id": a["id"], "text": a["text"] + " In other words: " + a["text"]}) + "\n"
+        for a in map(json.loads, articles)))
+    return {
+        "datasets": {"mine": {"format": "wiki_jsonl", "path": "data/mine/articles.jsonl"}},
+        "compression": {"backend": "transformers", "variants": {
+            "original_text": {},
+            "restated": {"kind": "generate", "description": "a rewrite", "target_trr": -50, "tolerance": 60,
+                         "max_input_tokens": 512,
+                         "prompt": "{text}\n\nRestate the text above in other words. Keep every name, date and number."},
+            "textrank": {"kind": "extract", "method": "textrank", "target_trr": 50},
+            "first_sentences": {"kind": "command", "command": ["python3", "first_sentences.py"], "target_trr": 60},
+            "precomputed": {"kind": "file", "path": "precomputed/{dataset}.jsonl"},
+        }},
+        "train": {"rank": 8, "epochs": 1, "batch_size": 1},
+        "experiments": {"capacity": {"enabled": False}, "rank_items": {"enabled": False},
+                        "rank_compression": {"enabled": False}},
+        "evaluate": {"max_tokens": 16, "self_check": {"questions": 0}},
+        "aggregate": {"n_resamples": 200},
+    }
+
+
+def test_a_study_of_ones_own_runs_its_dataset_alone_and_every_kind_through_every_table(kinds_run):
+    run = kinds_run
+    assert sorted(p.name for p in (run / "results/data").iterdir()) == ["mine"]  # no sample dataset beside it
+    trr = pd.read_csv(run / "results/stats/trr.csv").set_index("variant")
+    assert set(trr.index) == {"original_text", "restated", "textrank", "first_sentences", "precomputed"}
+    # an expansion (the file's rewrite) on the same axis as compression: a negative TRR
+    assert trr.loc["precomputed", "trr_mean"] < -100 < 0 < trr.loc["textrank", "trr_mean"]
+    # the generate rewrite aims at -50: each item is flagged by the band it missed, whatever the small model wrote
+    restated = [json.loads(line) for line in (run / "results/compressed/mine/restated.jsonl").read_text().splitlines()]
+    sources = {json.loads(line)["item_id"]: json.loads(line)["text"]
+               for line in (run / "results/data/mine/docs.jsonl").read_text().splitlines()}
+    for r in restated:
+        rate = 100 * (1 - len(r["text"]) / len(sources[r["item_id"]]))
+        assert r["off_target"] == (abs(rate + 50) > 60 or r["miss"] in ("copy", "empty", "cut"))
+    metas = {v: json.loads((run / f"results/compressed/mine/{v}.meta.json").read_text()) for v in trr.index}
+    assert metas["first_sentences"]["settings"]["command"] == ["python3", "first_sentences.py"]
+    assert {v: m["settings"]["compressor"] for v, m in metas.items()} == {
+        "original_text": "none", "restated": "base", "textrank": "textrank extractive (sumy)",
+        "first_sentences": "command: python3 first_sentences.py", "precomputed": "file precomputed/mine.jsonl"}
+    table = pd.read_csv(run / "results/tables/compression_mine.csv")
+    f1 = table[table["metric"] == "f1"]
+    # baseline first, then by measured TRR: the rewrite (negative) before the original text
+    order = list(f1["condition"])
+    assert order[:3] == ["baseline", "precomputed", "original_text"]
+    assert set(order) == {"baseline", *trr.index}
+    assert list(table.columns[:4]) == ["condition", "compressor", "trr_mean", "fact_survival"]
+    compressors = table.groupby("condition")["compressor"].first()
+    assert compressors["textrank"] == "textrank extractive (sumy)" and compressors["original_text"] == "none"
+    assert compressors["restated"] == "base model (builtin:smollm2-135m-instruct)"
+    assert compressors["first_sentences"] == "command: python3 first_sentences.py"
+    report = (run / "results/report.html").read_text()
+    assert all(v in report for v in trr.index)
+
+
+def test_adding_a_variant_runs_that_variants_jobs_only_and_an_equal_definition_reruns_nothing(kinds_run):
+    run = kinds_run
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"]["ext"] = {}  # the seed's TF-IDF extraction, by its name alone
+    (run / "added.yaml").write_text(yaml.safe_dump(study))
+    counts = job_counts(snakemake(run, "-n", "results/report.html", configfiles=("added.yaml",)).stdout)
+    assert counts.pop("evaluate") == counts.pop("judge") <= 2  # its chunk, split in two at most
+    assert counts == {"compress_cpu": 1, "stats": 1, "train": 1, "decompose": 1, "aggregate": 1, "report": 1}
+    # the same definitions written out in full (a seed's name alone, or its whole definition): nothing reruns
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"]["original_text"] = {"kind": "original", "description": "the text as it is"}
+    (run / "spelled.yaml").write_text(yaml.safe_dump(study))
+    assert "Nothing to be done" in snakemake(run, "-n", "results/report.html", configfiles=("spelled.yaml",)).stdout
+
+
+@pytest.mark.parametrize("name, definition, message", [
+    ("broken", {"kind": "command", "command": ["python3", "-c", "import sys; sys.exit('no weights here')"]},
+     "lorapress compress: error: command \"python3 -c import sys; sys.exit('no weights here')\" exited with status 1: "
+     "no weights here"),
+    ("partial", {"kind": "file", "path": "precomputed/partial.jsonl"},
+     "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-003' (1 of 3 items missing)"),
+])
+def test_a_bad_variant_fails_its_job_with_one_line_and_writes_nothing(kinds_run, name, definition, message):
+    run = kinds_run
+    lines = (run / "precomputed/mine.jsonl").read_text().splitlines()
+    (run / "precomputed/partial.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"][name] = definition
+    (run / f"{name}.yaml").write_text(yaml.safe_dump(study))
+    out = snakemake(run, f"results/compressed/mine/{name}.jsonl", configfiles=(f"{name}.yaml",), check=False)
+    assert out.returncode != 0
+    assert (run / f"logs/compress/{name}.log").read_text().strip().splitlines()[-1] == message
+    assert not (run / f"results/compressed/mine/{name}.jsonl").exists()
+    assert not (run / f"results/compressed/mine/{name}.meta.json").exists()
+
+
+def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
+    run = kinds_run
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["experiments"]["capacity"] = {"enabled": True, "items": [2, 50]}
+    (run / "tiers.yaml").write_text(yaml.safe_dump(study))
+    out = snakemake(run, "results/report.html", configfiles=("tiers.yaml",), check=False)
+    assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 3 items of dataset mine" \
+        in out.stdout + out.stderr
+    assert not list((run / "results/adapters/mine/original_text").glob("r*_n2_*"))  # nothing trained for it
 
 
 # ---------------------------------------------------------------- the judge behind an endpoint
@@ -487,130 +655,3 @@ def test_an_endpoint_compressor_writes_a_variant_and_keeps_its_key_out(run, vllm
     leaked = [str(p) for p in run.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000
               and key.encode() in p.read_bytes()]
     assert leaked == []
-
-
-# ---------------------------------------------------------------- a study of one's own: one variant of every kind
-FIRST_SENTENCES = '''import json, sys
-for line in sys.stdin:
-    item = json.loads(line)
-    sentences = item["text"].split(". ")
-    print(json.dumps({"id": item["id"], "text": ". ".join(sentences[:2]).rstrip(".") + "."}))
-'''
-
-
-def kinds_study(root: Path) -> dict:
-    """A user's study file: their own dataset alone (three articles), and a variant of every kind."""
-    articles = (root / "data/wiki/sample.jsonl").read_text().splitlines()[:3]
-    (root / "data/mine").mkdir()
-    (root / "data/mine/articles.jsonl").write_text("\n".join(articles) + "\n")
-    (root / "first_sentences.py").write_text(FIRST_SENTENCES)
-    (root / "precomputed").mkdir()
-    (root / "precomputed/mine.jsonl").write_text("".join(  # rewritten elsewhere: each article said twice (TRR ~ -100)
-        json.dumps({"id": a["id"], "text": a["text"] + " In other words: " + a["text"]}) + "\n"
-        for a in map(json.loads, articles)))
-    return {
-        "datasets": {"mine": {"format": "wiki_jsonl", "path": "data/mine/articles.jsonl"}},
-        "compression": {"backend": "transformers", "variants": {
-            "original_text": {},
-            "restated": {"kind": "generate", "description": "a rewrite", "target_trr": -50, "tolerance": 60,
-                         "max_input_tokens": 512,
-                         "prompt": "{text}\n\nRestate the text above in other words. Keep every name, date and number."},
-            "textrank": {"kind": "extract", "method": "textrank", "target_trr": 50},
-            "first_sentences": {"kind": "command", "command": ["python3", "first_sentences.py"], "target_trr": 60},
-            "precomputed": {"kind": "file", "path": "precomputed/{dataset}.jsonl"},
-        }},
-        "train": {"rank": 8, "epochs": 1, "batch_size": 1},
-        "experiments": {"capacity": {"enabled": False}, "rank_items": {"enabled": False},
-                        "rank_compression": {"enabled": False}},
-        "evaluate": {"max_tokens": 16, "self_check": {"questions": 0}},
-        "aggregate": {"n_resamples": 200},
-    }
-
-
-@pytest.fixture(scope="module")
-def kinds_run(tmp_path_factory, converted) -> Path:
-    root = workflow_copy(tmp_path_factory.mktemp("e2e-kinds"), converted)
-    (root / "study.yaml").write_text(yaml.safe_dump(kinds_study(root)))
-    snakemake(root, "results/report.html", configfiles=("study.yaml",))
-    return root
-
-
-def test_a_study_of_ones_own_runs_its_dataset_alone_and_every_kind_through_every_table(kinds_run):
-    run = kinds_run
-    assert sorted(p.name for p in (run / "results/data").iterdir()) == ["mine"]  # no sample dataset beside it
-    trr = pd.read_csv(run / "results/stats/trr.csv").set_index("variant")
-    assert set(trr.index) == {"original_text", "restated", "textrank", "first_sentences", "precomputed"}
-    # an expansion (the file's rewrite) on the same axis as compression: a negative TRR
-    assert trr.loc["precomputed", "trr_mean"] < -100 < 0 < trr.loc["textrank", "trr_mean"]
-    # the generate rewrite aims at -50: each item is flagged by the band it missed, whatever the small model wrote
-    restated = [json.loads(line) for line in (run / "results/compressed/mine/restated.jsonl").read_text().splitlines()]
-    sources = {json.loads(line)["item_id"]: json.loads(line)["text"]
-               for line in (run / "results/data/mine/docs.jsonl").read_text().splitlines()}
-    for r in restated:
-        rate = 100 * (1 - len(r["text"]) / len(sources[r["item_id"]]))
-        assert r["off_target"] == (abs(rate + 50) > 60 or r["miss"] in ("copy", "empty", "cut"))
-    metas = {v: json.loads((run / f"results/compressed/mine/{v}.meta.json").read_text()) for v in trr.index}
-    assert metas["first_sentences"]["settings"]["command"] == ["python3", "first_sentences.py"]
-    assert {v: m["settings"]["compressor"] for v, m in metas.items()} == {
-        "original_text": "none", "restated": "base", "textrank": "textrank extractive (sumy)",
-        "first_sentences": "command: python3 first_sentences.py", "precomputed": "file precomputed/mine.jsonl"}
-    table = pd.read_csv(run / "results/tables/compression_mine.csv")
-    f1 = table[table["metric"] == "f1"]
-    # baseline first, then by measured TRR: the rewrite (negative) before the original text
-    order = list(f1["condition"])
-    assert order[:3] == ["baseline", "precomputed", "original_text"]
-    assert set(order) == {"baseline", *trr.index}
-    assert list(table.columns[:4]) == ["condition", "compressor", "trr_mean", "fact_survival"]
-    compressors = table.groupby("condition")["compressor"].first()
-    assert compressors["textrank"] == "textrank extractive (sumy)" and compressors["original_text"] == "none"
-    assert compressors["restated"] == "base model (builtin:smollm2-135m-instruct)"
-    assert compressors["first_sentences"] == "command: python3 first_sentences.py"
-    report = (run / "results/report.html").read_text()
-    assert all(v in report for v in trr.index)
-
-
-def test_adding_a_variant_runs_that_variants_jobs_only_and_an_equal_definition_reruns_nothing(kinds_run):
-    run = kinds_run
-    study = yaml.safe_load((run / "study.yaml").read_text())
-    study["compression"]["variants"]["ext"] = {}  # the seed's TF-IDF extraction, by its name alone
-    (run / "added.yaml").write_text(yaml.safe_dump(study))
-    counts = job_counts(snakemake(run, "-n", "results/report.html", configfiles=("added.yaml",)).stdout)
-    assert counts.pop("evaluate") == counts.pop("judge") <= 2  # its chunk, split in two at most
-    assert counts == {"compress_cpu": 1, "stats": 1, "train": 1, "decompose": 1, "aggregate": 1, "report": 1}
-    # the same definitions written out in full (a seed's name alone, or its whole definition): nothing reruns
-    study = yaml.safe_load((run / "study.yaml").read_text())
-    study["compression"]["variants"]["original_text"] = {"kind": "original", "description": "the text as it is"}
-    (run / "spelled.yaml").write_text(yaml.safe_dump(study))
-    assert "Nothing to be done" in snakemake(run, "-n", "results/report.html", configfiles=("spelled.yaml",)).stdout
-
-
-@pytest.mark.parametrize("name, definition, message", [
-    ("broken", {"kind": "command", "command": ["python3", "-c", "import sys; sys.exit('no weights here')"]},
-     "lorapress compress: error: command \"python3 -c import sys; sys.exit('no weights here')\" exited with status 1: "
-     "no weights here"),
-    ("partial", {"kind": "file", "path": "precomputed/partial.jsonl"},
-     "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-003' (1 of 3 items missing)"),
-])
-def test_a_bad_variant_fails_its_job_with_one_line_and_writes_nothing(kinds_run, name, definition, message):
-    run = kinds_run
-    lines = (run / "precomputed/mine.jsonl").read_text().splitlines()
-    (run / "precomputed/partial.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    study = yaml.safe_load((run / "study.yaml").read_text())
-    study["compression"]["variants"][name] = definition
-    (run / f"{name}.yaml").write_text(yaml.safe_dump(study))
-    out = snakemake(run, f"results/compressed/mine/{name}.jsonl", configfiles=(f"{name}.yaml",), check=False)
-    assert out.returncode != 0
-    assert (run / f"logs/compress/{name}.log").read_text().strip().splitlines()[-1] == message
-    assert not (run / f"results/compressed/mine/{name}.jsonl").exists()
-    assert not (run / f"results/compressed/mine/{name}.meta.json").exists()
-
-
-def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
-    run = kinds_run
-    study = yaml.safe_load((run / "study.yaml").read_text())
-    study["experiments"]["capacity"] = {"enabled": True, "items": [2, 50]}
-    (run / "tiers.yaml").write_text(yaml.safe_dump(study))
-    out = snakemake(run, "results/report.html", configfiles=("tiers.yaml",), check=False)
-    assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 3 items of dataset mine" \
-        in out.stdout + out.stderr
-    assert not list((run / "results/adapters/mine/original_text").glob("r*_n2_*"))  # nothing trained for it
