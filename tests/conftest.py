@@ -25,8 +25,10 @@ REHEARSAL = "test_cluster_rehearsal.py"
 
 
 def pytest_collection_modifyitems(items):
-    """The cluster rehearsal's tests last: its SLURM run goes on beside the rest of the suite."""
-    items.sort(key=lambda item: item.path.name == REHEARSAL)  # stable: every other test keeps its place
+    """The cluster rehearsal's tests last, the other end-to-end tests before them: the rehearsal's SLURM run goes
+    on beside the rest of the suite, first beside the unit tests, which leave a core idle."""
+    # stable: tests keep their order within each group
+    items.sort(key=lambda item: (item.path.name == REHEARSAL, item.get_closest_marker("e2e") is not None))
 
 
 @pytest.fixture(scope="session", autouse=True)

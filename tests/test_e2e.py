@@ -110,17 +110,18 @@ def kill_when(workdir: Path, study: str, log_glob: str, marker: str, timeout: fl
 
 def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]]], into: Path) -> tuple[list[str], dict]:
     """Copy `workdir` (mtimes kept) and run the killed jobs there again, uninterrupted, from the inputs their
-    resumed run left: the evaluation chunk with its judge, then the adapter, then the compressed variant (last
-    to first: no job's input changes before it runs), then the tables. Mtime is left out of the rerun
-    triggers, so only these jobs run. Returns the forced outputs (relative) and the jobs run per call."""
+    resumed run left: the evaluation chunk with its judge, the tables, the adapter, the compressed variant.
+    Last to first, with mtime left out of the rerun triggers, so that only these jobs run: Snakemake reruns
+    a job whose input another job rewrote before it, whatever the triggers. Returns the forced outputs
+    (relative) and the jobs run per call."""
     shutil.copytree(workdir, into, symlinks=True)
     outputs = {stage: [str(p.relative_to(workdir)) for p in killed_outputs(log, workdir, study)]
                for stage, (log, _) in kills.items()}
     verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
     ran = {}
-    for step, targets, forced in (("evaluate", verdicts, outputs["evaluate"]), ("train", outputs["train"], None),
-                                  ("compress", outputs["compress"], None),
-                                  ("aggregate", ["results/tables/summary.json"], ["aggregate"])):
+    for step, targets, forced in (("evaluate", verdicts, outputs["evaluate"]),
+                                  ("aggregate", ["results/tables/summary.json"], ["aggregate"]),
+                                  ("train", outputs["train"], None), ("compress", outputs["compress"], None)):
         out = snakemake(into, *targets, "--forcerun", *(forced or targets), "--rerun-triggers", "params", "input",
                         "code", "software-env", configfiles=(study,))
         ran[step] = job_counts(out.stdout + out.stderr)

@@ -10,7 +10,8 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import PreTrainedTokenizerFast
 
 from lorapress.io import StageError
-from lorapress.train import TrainSettings, batches, lr_factor, pieces, schedule_steps, tokenize, training_texts
+from lorapress.train import (TrainSettings, batches, lr_factor, pieces, schedule_steps, stable_adapter_config,
+                             tokenize, training_texts)
 
 WORDS = "<pad> the bridge opened in 1897 has seven arches town founded river <eos>".split()
 
@@ -162,3 +163,12 @@ def test_qlora_keeps_the_base_in_its_dtype_and_checkpoints_activations(tiny_mode
     model(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_an_adapters_config_lists_its_target_modules_in_one_order(tmp_path):
+    """peft writes them from a set (an order that changes with each process's string hashing)."""
+    path = tmp_path / "adapter_config.json"
+    path.write_text(json.dumps({"r": 8, "target_modules": ["v_proj", "q_proj", "o_proj", "k_proj"]}))
+    stable_adapter_config(path)
+    assert path.read_text() == json.dumps({"r": 8, "target_modules": ["k_proj", "o_proj", "q_proj", "v_proj"]},
+                                          indent=2, sort_keys=True)

@@ -18,6 +18,7 @@ Three rules keep the numbers honest:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import random
@@ -281,8 +282,18 @@ def train(model_dir: str, compressed_path: str, out_dir: str, settings: TrainSet
     }
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
+        stable_adapter_config(Path(tmp) / "adapter_config.json")
         write_json(Path(tmp) / "lorapress_train.json", provenance("train", asdict(settings), **summary))
     return summary
+
+
+def stable_adapter_config(path: Path) -> None:
+    """peft writes `target_modules` from a set, in an order that Python's string hashing changes from one
+    process to the next; sorted, an adapter trained again is the same bytes (its weights already are)."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------- command line
