@@ -213,8 +213,8 @@ def test_every_job_completed_and_the_report_is_written(rehearsal):
     assert (root / "results/report.html").stat().st_size > 10_000
     table = pd.read_csv(root / "results/tables/compression_wiki.csv")
     assert set(table["condition"]) == {"baseline", "original_text", "summ_l5_extreme"}
-    for table in ("capacity_wiki", "rank_compression_wiki", "rank_items_wiki"):
-        assert (root / f"results/tables/{table}.csv").exists()
+    for name in ("capacity_wiki", "rank_compression_wiki", "rank_items_wiki"):
+        assert (root / f"results/tables/{name}.csv").exists()
     # sharded levels were gathered into the file one job writes, and every shard had sessions to summarise
     shards = sorted((root / "results/compressed/longmemeval/shards").glob("summ_l5_extreme.*-of-2.jsonl"))
     assert len(shards) == 2 and all(p.read_text().strip() for p in shards)

@@ -286,8 +286,8 @@ def check_context(facts: Facts, config: dict) -> list[Check]:
     for variant, definition in comp["variants"].items():
         if definition["kind"] != "generate":
             continue
-        n, key = piece_size(definition, comp)  # the variant's own piece size (a rewrite's), else the shared one
-        key = key.replace("<name>", variant)
+        # the variant's own piece size (a rewrite's), else the shared one
+        n, key = piece_size(definition, comp, variant)
         # the dataset whose target leaves the longest reply binds (per-dataset targets)
         level = {"target_trr": min(target_of(definition, d) for d in config["datasets"])}
         # the same arithmetic as the config check that stops Snakemake before any job (compress.context_needed)

@@ -80,8 +80,7 @@ def check_semantics(config: dict) -> None:
     for name, definition in variants.items():
         if definition["kind"] != "generate":
             continue
-        pieces, key = piece_size(definition, comp)
-        key = key.replace("<name>", name)
+        pieces, key = piece_size(definition, comp, name)
         for dataset in sorted(config["datasets"]):
             target = settings_for(definition, dataset)["target_trr"]
             needed = context_needed(pieces, target, comp["max_tokens_slack"])

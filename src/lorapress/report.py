@@ -180,11 +180,6 @@ def lead_cells(row, trr_mean=None) -> dict:
                                                 row.get("fact_survival_ci_high"), 1)}
 
 
-def variant_order(values, trr: dict | None = None) -> list[str]:
-    """`order_by_trr`: tables and plots read left to right from expansion to the strongest compression."""
-    return order_by_trr(values, trr)
-
-
 def section(anchor: str, title: str, *parts: str) -> str:
     return f'<h2 id="{anchor}">{html.escape(title)}</h2>' + "".join(p for p in parts if p)
 
@@ -390,7 +385,7 @@ def trr_section(trr: pd.DataFrame, items: pd.DataFrame) -> str:
             parts.append(f'<p class="warn">{html.escape(dataset)}: TRR does not rise strictly from l1 to l5 — '
                          "the model did not hold every compression level apart.</p>")
     grid = sns.catplot(data=items, x="variant", y="trr_chars", col="dataset", kind="box",
-                       order=variant_order(items["variant"].unique(), items.groupby("variant")["trr_chars"].mean().to_dict()),
+                       order=order_by_trr(items["variant"].unique(), items.groupby("variant")["trr_chars"].mean().to_dict()),
                        height=3.4, aspect=1.4)
     grid.set_xticklabels(rotation=35, ha="right")
     grid.set_axis_labels("", "TRR (%)")
@@ -582,7 +577,7 @@ def rank_section(items_tables: dict, compression_tables: dict, summary: dict, me
                 grid = part.pivot(index=index, columns="rank", values="score")
                 if index == "condition":
                     rates = part.groupby("condition")["trr_mean"].first().to_dict() if "trr_mean" in part else None
-                    grid = grid.reindex(variant_order(grid.index, rates))
+                    grid = grid.reindex(order_by_trr(grid.index, rates))
                 fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 0.6 + 0.5 * len(grid)))
                 sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
                 ax.set(title=f"{dataset}: {title}, {metric}", xlabel="rank", ylabel=index)

@@ -185,11 +185,11 @@ def order_by_trr(conditions, trr: dict | None = None) -> list[str]:
     return sorted(set(conditions), key=key)
 
 
-def piece_size(definition: dict, compression: dict) -> tuple[int, str]:
-    """(tokens, config key) of a generate variant's longest piece: its own max_input_tokens (a rewrite's), else
-    compression.max_input_tokens."""
+def piece_size(definition: dict, compression: dict, name: str = "<name>") -> tuple[int, str]:
+    """(tokens, config key) of generate variant `name`'s longest piece: its own max_input_tokens (a rewrite's),
+    else compression.max_input_tokens."""
     own = definition.get("max_input_tokens")
-    return (own, "compression.variants.<name>.max_input_tokens") if own else \
+    return (own, f"compression.variants.{name}.max_input_tokens") if own else \
         (compression["max_input_tokens"], "compression.max_input_tokens")
 
 
