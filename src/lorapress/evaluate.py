@@ -166,7 +166,8 @@ def evaluate(backend: str, engine_settings: EngineSettings, runs: list[dict], qu
     if check["questions"] > 0:
         other = next(b for b in BACKENDS if b != backend)
         sample = self_check_sample(runs, questions, check["questions"], engine_settings.seed)
-        checker = open_engine(other, engine_settings, threads=threads, **lora)
+        # a few questions: on a CPU a vLLM checker starts in this process, in half the time
+        checker = open_engine(other, engine_settings, threads=threads, in_process=True, **lora)
         result = self_check(checker, sample, records, settings)
         checker.close()
         log.info("self-check: %d of %d sampled answers agree through %s and %s (%d identical, %d part at a near-tie)",
