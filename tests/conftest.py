@@ -22,20 +22,40 @@ def without_shims(path: str) -> str:
 
 
 REHEARSAL = "test_cluster_rehearsal.py"
+CONTENTS = "test_e2e_contents.py"  # reads (and then writes into) what the rehearsal's run wrote
+KINDS = "test_e2e.py"
 
 
 def pytest_collection_modifyitems(items):
-    """The cluster rehearsal's tests last, the other end-to-end tests before them: the rehearsal's SLURM run goes
-    on beside the rest of the suite, first beside the unit tests, which leave a core idle."""
+    """The two pipelines start with the session, in the background (below); the unit tests run beside them. Then
+    the cluster rehearsal's tests, the contents of its run, and last the study of every kind (its killed jobs
+    are run again last of all, beside the contents tests)."""
+    order = {REHEARSAL: 1, CONTENTS: 2, KINDS: 3}
     # stable: tests keep their order within each group
-    items.sort(key=lambda item: (item.path.name == REHEARSAL, item.get_closest_marker("e2e") is not None))
+    items.sort(key=lambda item: order.get(item.path.name, 0))
+
+
+def selected(request, name: str) -> bool:
+    return any(item.path.name == name for item in request.session.items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_kinds(request, tmp_path_factory):
+    """The study of every kind (tests/test_e2e.py), started with the session when its tests are selected."""
+    if not selected(request, KINDS):
+        yield None
+        return
+    from test_e2e import KindsRun
+
+    yield KindsRun(tmp_path_factory)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def background_rehearsal(request, tmp_path_factory):
-    """The cluster rehearsal's run, started with the session when its tests are selected and a SLURM can be
-    started here (as root, as in CI); None otherwise. SLURM stops when the session ends."""
-    if os.geteuid() != 0 or not any(item.path.name == REHEARSAL for item in request.session.items):
+    """The cluster rehearsal's run, started with the session when its tests (or those of its run's contents) are
+    selected and a SLURM can be started here (as root, as in CI); None otherwise. SLURM stops when the session
+    ends."""
+    if os.geteuid() != 0 or not (selected(request, REHEARSAL) or selected(request, CONTENTS)):
         yield None
         return
     from test_cluster_rehearsal import Rehearsal

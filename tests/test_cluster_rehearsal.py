@@ -16,7 +16,8 @@ do (plugin #342, #373), so the arguments are asserted, not waited for. `sbatch` 
 behind a shim on PATH that records their arguments (and the cards a job step sees) before calling them.
 
 The run starts in the background with the test session (tests/conftest.py: the rest of the suite
-runs beside it) and these tests run last. Needs root (as in CI); skipped otherwise.
+runs beside it) and these tests run after the unit tests; tests/test_e2e_contents.py then reads what the run
+wrote. Needs root (as in CI); skipped otherwise.
 """
 
 import os
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 SLURM_DIR = "/tmp/lorapress-slurm"
 CONTROL_QUESTIONS = 2
+STUDY = ("config/paper.yaml", "tests/configs/rehearsal.yaml")  # the README's study, and what this machine swaps
 # the real binaries behind a recording shim; the job's environment (sbatch --export=ALL) keeps the shim first
 SHIM = """#!/usr/bin/env bash
 {record}
@@ -60,10 +62,23 @@ def argv_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def study_copy(root: Path) -> Path:
+    """The repository as a user has it, with tiny data where config/paper.yaml expects the real files (no
+    download: the file is there): the rehearsed study, ready to run."""
+    repository_copy(root)
+    shutil.copy(root / "data/wiki/sample.jsonl", root / "data/paper/wiki.jsonl")
+    lme = root / "resources/datasets/longmemeval/longmemeval_s_cleaned.json"
+    lme.parent.mkdir(parents=True)
+    shutil.copy(root / "data/longmemeval/sample.json", lme)
+    control = root / "data/control/general.jsonl"  # answered by every run: a few questions suffice
+    control.write_text("".join(control.read_text().splitlines(keepends=True)[:CONTROL_QUESTIONS]))
+    return root
+
+
 class Rehearsal:
     """The rehearsal's SLURM run, started in the background when the test session starts (tests/conftest.py):
     the rest of the suite runs beside it, in the cores its jobs leave idle (SLURM's queue, status checks, job
-    steps starting), and its tests run last."""
+    steps starting), and its tests run after the unit tests."""
 
     def __init__(self, tmp_path_factory):
         self.slurm_env = {**os.environ, "SLURM_CI_DIR": SLURM_DIR, "PATH": without_shims(os.environ["PATH"])}
@@ -84,15 +99,7 @@ class Rehearsal:
             self.error = repr(exc)
 
     def _submit(self, tmp_path_factory) -> None:
-        self.root = root = repository_copy(tmp_path_factory.mktemp("repo"))
-        # tiny data where config/paper.yaml expects the real files (no download: the file is there)
-        shutil.copy(root / "data/wiki/sample.jsonl", root / "data/paper/wiki.jsonl")
-        lme = root / "resources/datasets/longmemeval/longmemeval_s_cleaned.json"
-        lme.parent.mkdir(parents=True)
-        shutil.copy(root / "data/longmemeval/sample.json", lme)
-        control = root / "data/control/general.jsonl"  # answered by every run: a few questions suffice
-        control.write_text("".join(control.read_text().splitlines(keepends=True)[:CONTROL_QUESTIONS]))
-
+        self.root = root = study_copy(tmp_path_factory.mktemp("repo"))
         shims, self.record = tmp_path_factory.mktemp("shims"), tmp_path_factory.mktemp("record")
         for name, line in (("sbatch", RECORD_SBATCH), ("srun", RECORD_SRUN)):
             (shims / name).write_text(SHIM.format(record=line, real=shutil.which(name)))
@@ -106,8 +113,8 @@ class Rehearsal:
         # jobs after 5 s, not the profile's 40; and one thread per job (the profile's 8 threads on 2 real cores
         # would only contend: a job's CPUs are the profile's cpus_per_task, which stays 8)
         heavy = [rule for rule in yaml.safe_load((root / "profiles/slurm/config.yaml").read_text())["set-threads"]]
-        command = [sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml",
-                   "tests/configs/rehearsal.yaml", "--profile", "profiles/slurm", "results/report.html",
+        command = [sys.executable, "-m", "snakemake", "--configfile", *STUDY, "--profile", "profiles/slurm",
+                   "results/report.html",
                    "--slurm-init-seconds-before-status-checks", "5", "--set-threads", *(f"{rule}=1" for rule in heavy)]
         self.output = root / "rehearsal.out"
         self.started = time.time()

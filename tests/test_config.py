@@ -1,6 +1,5 @@
 """The config schema is the one source of defaults, and a config mistake fails before any compute."""
 
-import copy
 import re
 
 import pytest

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,9 +22,9 @@ def test_jobs_in_one_allocation_claim_different_cards_and_wait_for_a_free_one(tm
     """Old: every local job computed on cuda:0 (two engines on one card ran out of memory)."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "LORAPRESS_GPU_LOCKS": str(tmp_path)}
     first, second = start(env, 3), start(env, 3)
-    time.sleep(1.5)
-    third = start(env, 0)  # both cards are held: it waits for the first to end
-    claims = [json.loads(p.stdout.readline()) for p in (first, second, third)]
+    claims = [json.loads(p.stdout.readline()) for p in (first, second)]  # each has its card (not a sleep: a busy
+    third = start(env, 0)  # machine starts Python slowly); both cards are held: it waits for the first to end
+    claims.append(json.loads(third.stdout.readline()))
     for p in (first, second, third):
         assert p.wait(timeout=60) == 0
     (card1, env1, t1), (card2, env2, t2), (card3, env3, t3) = claims
@@ -43,7 +42,8 @@ def test_one_visible_card_or_none_is_left_alone(tmp_path):
 def test_a_claim_times_out_with_a_clear_message(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "LORAPRESS_GPU_LOCKS": str(tmp_path)}
     holders = [start(env, 4), start(env, 4)]
-    time.sleep(1.5)
+    for p in holders:
+        p.stdout.readline()  # its card claimed
     with pytest.raises(TimeoutError, match="no free GPU among"):
         claim_gpu(dict(env), poll_s=0.2, timeout_s=0.5)
     for p in holders:
