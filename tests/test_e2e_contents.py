@@ -324,10 +324,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def vllm_server_starting(run, tmp_path_factory):
+def vllm_server_starting(request, run, tmp_path_factory):
     """`vllm serve` of the converted embedded model on loopback, behind an API key (one server for the module),
     started as soon as the run is there: it comes up (~45 s of 2 cores' time) while the tests before the
-    endpoint's run, which leave a core idle."""
+    endpoint's run, which leave a core idle. Not started when no selected test uses it."""
+    if not any("vllm_server" in item.fixturenames for item in request.session.items):
+        yield None
+        return
     tmp_path = tmp_path_factory.mktemp("vllm-server")
     # drawn now: a key written in this file would be found in the study's copy of it (tests/ is part of it)
     port, key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
