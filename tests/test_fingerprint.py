@@ -50,3 +50,42 @@ def test_edits_change_exactly_the_stages_that_run_the_code(tmp_path):
     io.write_text(io.read_text() + "\n\ndef appended():\n    return 1\n")
     after = fingerprints(package)
     assert {s for s in before if before[s] != after[s]} == set(before)
+
+
+def test_the_cache_gives_the_same_fingerprints_without_parsing_and_follows_edits(tmp_path, monkeypatch):
+    """Every Snakemake start (each cluster job's too) computes the fingerprints: an unchanged package is read from
+    the cache, not parsed; an edited file is parsed again; a damaged cache is only a parse more."""
+    package = tmp_path / "src" / "lorapress"
+    shutil.copytree(REPO / "src/lorapress", package, ignore=shutil.ignore_patterns("__pycache__"))
+    stages = ("prepare", "compress", "train", "evaluate", "aggregate")
+    cache = tmp_path / "work/.snakemake/lorapress/code-fingerprints.json"
+    code = textwrap.dedent(f"""
+        import ast, json, sys
+        sys.path.insert(0, {str(package.parent)!r})
+        from lorapress import fingerprint
+        parse = ast.parse
+        parsed = []
+        ast.parse = lambda *a, **k: parsed.append(1) or parse(*a, **k)
+        found = fingerprint.code_fingerprints({stages!r}, cache={str(cache)!r})
+        print(json.dumps({{"fingerprints": found, "parsed": len(parsed)}}))
+    """)
+
+    def run():
+        import json
+
+        return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                         check=True).stdout)
+
+    uncached = fingerprints(package)
+    first = run()
+    assert first["fingerprints"] == uncached and first["parsed"] > 10 and cache.is_file()
+    second = run()
+    assert second == {"fingerprints": uncached, "parsed": 0}
+    train = package / "train.py"
+    train.write_text(train.read_text() + "\n\ndef appended():\n    return 1\n")
+    edited = run()
+    assert edited["fingerprints"] == fingerprints(package) and edited["parsed"] > 0
+    assert {s for s in stages if edited["fingerprints"][s] != uncached[s]} == {"train"}
+    assert run()["parsed"] == 0
+    cache.write_text("{not json")
+    assert run()["fingerprints"] == edited["fingerprints"]

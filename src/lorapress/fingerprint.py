@@ -6,12 +6,20 @@ stage module and of every lorapress module it imports, transitively, including
 imports inside functions. The fingerprint hashes the syntax tree with
 docstrings removed, so editing a comment, a docstring or the layout changes
 nothing, while any change to what the code does reruns the stage.
+
+Parsing the package takes ~0.6 s, and every Snakemake start (each cluster job's
+too) computes the fingerprints. `code_fingerprints(stages, cache=...)` keeps what
+parsing found in a small JSON file, keyed by the files' bytes: an unchanged
+package is read, not parsed, and gives the same fingerprints.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,9 +77,14 @@ def _parsed(module: str) -> tuple[str, frozenset[str]]:
     return ast.dump(_strip_docstrings(tree), include_attributes=False), frozenset(imports)
 
 
+def _qualified(module: str) -> str:
+    """`train` -> `lorapress.train`."""
+    return module if module.startswith(PACKAGE) else f"{PACKAGE}.{module}"
+
+
 def closure(module: str) -> list[str]:
     """`module` and every lorapress module it imports, transitively, sorted."""
-    module = module if module.startswith(PACKAGE) else f"{PACKAGE}.{module}"
+    module = _qualified(module)
     if not _module_path(module):
         raise ValueError(f"no module {module} in {ROOT}")
     seen, todo = set(), [module]
@@ -90,3 +103,74 @@ def code_fingerprint(stage: str) -> str:
     for module in closure(stage):
         digest.update(module.encode() + b"\0" + _parsed(module)[0].encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+# what a cache entry depends on besides the files' bytes: ast.dump's format changes between Python versions
+_CACHE_VERSION = f"1 python{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _file_key(module: str, keys: dict) -> str:
+    """sha256 of the module file's bytes (memoised in `keys`)."""
+    if module not in keys:
+        keys[module] = hashlib.sha256(_module_path(module).read_bytes()).hexdigest()
+    return keys[module]
+
+
+def _cached_closure(module: str, imports: dict, keys: dict) -> list[str] | None:
+    """`closure(module)` from the cached import lists; None when a file's bytes are not in the cache."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        found = imports.get(_file_key(current, keys))
+        if found is None:
+            return None
+        seen.add(current)
+        todo.extend(m for m in found if m not in seen and _module_path(m))  # a module since deleted is gone
+    return sorted(seen)
+
+
+def _closure_key(modules: list[str], keys: dict) -> str:
+    """The bytes of every file a fingerprint is computed from."""
+    return hashlib.sha256("\0".join(f"{m}={keys[m]}" for m in modules).encode()).hexdigest()
+
+
+def code_fingerprints(stages, cache: str | os.PathLike | None = None) -> dict[str, str]:
+    """{stage: code_fingerprint(stage)}, read from `cache` (a JSON file) where the files they were computed from
+    are unchanged, and the cache rewritten when anything had to be parsed. A missing, stale or unreadable cache
+    costs only the parse; the cache never changes a fingerprint."""
+    if cache is None:
+        return {stage: code_fingerprint(stage) for stage in stages}
+    cache = Path(cache)
+    try:
+        stored = json.loads(cache.read_text())
+        imports, fingerprints = dict(stored["imports"]), dict(stored["fingerprints"])
+        if stored["version"] != _CACHE_VERSION:
+            raise ValueError(stored["version"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent, damaged or another Python's: start afresh
+        imports, fingerprints = {}, {}
+    keys, result, parsed = {}, {}, False
+    for stage in stages:
+        modules = _cached_closure(_qualified(stage), imports, keys)
+        if modules is not None and _closure_key(modules, keys) in fingerprints:
+            result[stage] = fingerprints[_closure_key(modules, keys)]
+            continue
+        parsed = True
+        modules = closure(stage)
+        for name in modules:
+            imports[_file_key(name, keys)] = sorted(_parsed(name)[1])
+        result[stage] = fingerprints[_closure_key(modules, keys)] = code_fingerprint(stage)
+    if parsed:  # keep only what describes the files as they are now
+        current = set(keys.values())
+        closures = {_closure_key(_cached_closure(_qualified(s), imports, keys), keys) for s in stages}
+        stored = {"version": _CACHE_VERSION, "imports": {k: v for k, v in imports.items() if k in current},
+                  "fingerprints": {k: v for k, v in fingerprints.items() if k in closures}}
+        try:  # jobs starting together each write a whole, correct file; the last one stays
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stored, sort_keys=True))
+            os.replace(tmp, cache)
+        except OSError:  # a read-only working directory: no cache, the same fingerprints
+            pass
+    return result

@@ -20,7 +20,7 @@ from lorapress.config import (
     resolve,
 )
 from lorapress.experiments import eval_chunks, experiment_runs
-from lorapress.fingerprint import code_fingerprint
+from lorapress.fingerprint import code_fingerprints
 from lorapress.model import builtin_name, hub_dir_name, is_hub_id, is_pinned
 from lorapress.variants import compressor_kind, runs_a_model, settings_for
 
@@ -61,7 +61,8 @@ JUDGE_ENDPOINT = config["judge"]["model"].startswith("openai:")
 VLLM_GPU_UTIL = str(config["generation"]["gpu_memory_utilization"])
 # the vLLM build of the engine rules' conda environment: CUDA where jobs get GPUs
 GENERATE_ENV = "../../envs/generate-cuda.yaml" if RES["gpu"] > 0 else "../../envs/generate.yaml"
-# The library code each stage runs: a param of its rule, so editing the code reruns the stage.
+# The library code each stage runs: a param of its rule, so editing the code reruns the stage. Every Snakemake
+# start computes them (each cluster job's too): what parsing the package found is kept by the files' bytes.
 RULE_STAGES = (
     "model",
     "download",
@@ -75,7 +76,7 @@ RULE_STAGES = (
     "aggregate",
     "report",
 )
-CODE = {stage: code_fingerprint(stage) for stage in RULE_STAGES}
+CODE = code_fingerprints(RULE_STAGES, cache=".snakemake/lorapress/code-fingerprints.json")
 
 
 wildcard_constraints:
