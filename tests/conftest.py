@@ -28,9 +28,9 @@ KINDS = "test_e2e.py"
 
 def pytest_collection_modifyitems(items):
     """The two pipelines start with the session, in the background (below); the unit tests run beside them. Then
-    the cluster rehearsal's tests, the contents of its run, and last the study of every kind (its killed jobs
-    are run again last of all, beside the contents tests)."""
-    order = {REHEARSAL: 1, CONTENTS: 2, KINDS: 3}
+    the study of every kind (the smaller one, done first; its tests fill the cores the rehearsal's last jobs leave
+    idle), the cluster rehearsal's tests, and the contents of its run."""
+    order = {KINDS: 1, REHEARSAL: 2, CONTENTS: 3}
     # stable: tests keep their order within each group
     items.sort(key=lambda item: order.get(item.path.name, 0))
 
@@ -40,21 +40,22 @@ def selected(request, name: str) -> bool:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def background_kinds(request, tmp_path_factory):
-    """The study of every kind (tests/test_e2e.py), started with the session when its tests are selected."""
+def background_kinds(request, tmp_path_factory, background_rehearsal):
+    """The study of every kind (tests/test_e2e.py), started with the session when its tests are selected. It takes
+    the embedded model as the rehearsal's run converts it, if there is one (one conversion less)."""
     if not selected(request, KINDS):
         yield None
         return
     from test_e2e import KindsRun
 
-    yield KindsRun(tmp_path_factory)
+    yield KindsRun(tmp_path_factory, model_from=background_rehearsal)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def background_rehearsal(request, tmp_path_factory):
     """The cluster rehearsal's run, started with the session when its tests (or those of its run's contents) are
-    selected and a SLURM can be started here (as root, as in CI); None otherwise. SLURM stops when the session
-    ends."""
+    selected and a SLURM can be started here (as root, as in CI); None otherwise. SLURM stops once the rehearsal's
+    tests are done, or when the session ends."""
     if os.geteuid() != 0 or not (selected(request, REHEARSAL) or selected(request, CONTENTS)):
         yield None
         return
@@ -63,6 +64,20 @@ def background_rehearsal(request, tmp_path_factory):
     rehearsal = Rehearsal(tmp_path_factory)
     yield rehearsal
     rehearsal.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server_process(request, tmp_path_factory):
+    """The endpoint tests' `vllm serve` (tests/test_e2e_contents.py), not yet started: the first module that asks
+    starts it; None when no selected test uses it. Stopped when the session ends."""
+    if not any("vllm_server" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from test_e2e_contents import VllmServer
+
+    server = VllmServer(tmp_path_factory.mktemp("vllm-server"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

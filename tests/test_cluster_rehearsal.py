@@ -40,6 +40,7 @@ from test_e2e import job_counts
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 SLURM_DIR = "/tmp/lorapress-slurm"
+EMBEDDED = "smollm2-135m-instruct"  # the study's model (rehearsal.yaml), converted by the run's first job
 CONTROL_QUESTIONS = 2
 STUDY = ("config/paper.yaml", "tests/configs/rehearsal.yaml")  # the README's study, and what this machine swaps
 # the real binaries behind a recording shim; the job's environment (sbatch --export=ALL) keeps the shim first
@@ -82,7 +83,7 @@ class Rehearsal:
 
     def __init__(self, tmp_path_factory):
         self.slurm_env = {**os.environ, "SLURM_CI_DIR": SLURM_DIR, "PATH": without_shims(os.environ["PATH"])}
-        self.error, self.process = None, None
+        self.error, self.process, self.stopper = None, None, None
         self.thread = threading.Thread(target=self._start, args=(tmp_path_factory,), daemon=True)
         self.thread.start()
 
@@ -122,6 +123,20 @@ class Rehearsal:
             self.process = subprocess.Popen(["timeout", "2400", *command], cwd=root, env=env, stdout=out,
                                             stderr=subprocess.STDOUT)
 
+    def converted_model(self, timeout: float = 1200) -> Path | None:
+        """The embedded model as the run's first job (a local rule) converted it, once that job is done; None if the
+        run ended without it."""
+        self.thread.join()
+        if self.error or self.process is None:
+            return None
+        done = self.root / "results/benchmarks/model" / f"{EMBEDDED}.tsv"  # written once the job has finished
+        deadline = time.time() + timeout
+        while not done.is_file():
+            if self.process.poll() is not None or time.time() > deadline:
+                return None
+            time.sleep(1)
+        return self.root / "resources/models" / EMBEDDED
+
     def result(self) -> tuple[Path, Path, str, float]:
         """Wait for the run: (repository copy, recorded arguments, Snakemake's output, seconds)."""
         self.thread.join()
@@ -139,7 +154,15 @@ class Rehearsal:
             pytest.fail(f"rehearsal failed:\n{logs}\n{log[-5000:]}")
         return self.root, self.record, log, seconds
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop the run if it is still going, and SLURM (once; in the background unless `wait`)."""
+        if self.stopper is None:
+            self.stopper = threading.Thread(target=self._stop, daemon=True)
+            self.stopper.start()
+        if wait:
+            self.stopper.join()
+
+    def _stop(self) -> None:
         self.thread.join()
         if self.process and self.process.poll() is None:
             self.process.kill()
@@ -150,10 +173,14 @@ class Rehearsal:
 
 
 @pytest.fixture(scope="module")
-def rehearsal(background_rehearsal):
+def rehearsal(background_rehearsal, vllm_server_process):
     if background_rehearsal is None:
         pytest.skip("a local SLURM needs root (CI runs as root)")
-    return background_rehearsal.result()
+    # the contents tests' `vllm serve` comes up while the run's last jobs run one at a time (a core is idle then)
+    if vllm_server_process is not None and (model := background_rehearsal.converted_model()):
+        vllm_server_process.start(model)
+    yield background_rehearsal.result()
+    background_rehearsal.stop(wait=False)  # nothing after these tests needs SLURM: it stops beside them
 
 
 def submitted_jobs(record: Path) -> dict[str, dict]:

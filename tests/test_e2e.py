@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "config", "workflow", "envs", "data", "profiles"]
 TABLES = "results/tables"
-CONTROL_QUESTIONS = 4
+CONTROL_QUESTIONS = 2
 
 
 def environment(workdir: Path) -> dict:
@@ -70,7 +70,7 @@ def workflow_copy(root: Path, converted: Path | None = None) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    control = root / "data/control/general.jsonl"  # 4 of its 12 questions: they are answered by every run
+    control = root / "data/control/general.jsonl"  # 2 of its 12 questions: they are answered by every run
     control.write_text("".join(control.read_text().splitlines(keepends=True)[:CONTROL_QUESTIONS]))
     if converted:  # the embedded model, converted once by the pipeline itself (its job and benchmark file)
         for part in ("resources/models", "results/benchmarks/model"):
@@ -133,20 +133,27 @@ def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]
 
 class KindsRun:
     """The study of every kind, started in the background when the test session starts (tests/conftest.py), like
-    the cluster rehearsal: the embedded model converted by the pipeline itself, the study from scratch,
+    the cluster rehearsal: the embedded model converted by the pipeline itself (the rehearsal's run, where there is
+    one: `model_from`), the study from scratch,
     SIGKILLed inside compress, train and evaluate in turn and completed (`finished`), then its killed jobs run
     again in a copy (`rerun`) while the tests read and edit the finished run."""
 
-    def __init__(self, tmp_path_factory):
+    def __init__(self, tmp_path_factory, model_from=None):
         self.finished_event, self.rerun_event = threading.Event(), threading.Event()
         self.error = None
-        self.thread = threading.Thread(target=self._run, args=(tmp_path_factory,), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(tmp_path_factory, model_from), daemon=True)
         self.thread.start()
 
-    def _run(self, tmp_path_factory) -> None:
+    def _run(self, tmp_path_factory, model_from) -> None:
         try:
-            converted = workflow_copy(tmp_path_factory.mktemp("e2e-model"))
-            snakemake(converted, "resources/models/smollm2-135m-instruct")
+            # the model as the cluster rehearsal's run converted it (tests/test_cluster_rehearsal.py), or as a run
+            # of this workflow's own converts it
+            model = model_from.converted_model() if model_from is not None else None
+            if model is not None:
+                converted = model.parents[2]
+            else:
+                converted = workflow_copy(tmp_path_factory.mktemp("e2e-model"))
+                snakemake(converted, "resources/models/smollm2-135m-instruct")
             self.kinds = kinds = workflow_copy(tmp_path_factory.mktemp("e2e-kinds"), converted)
             (kinds / "study.yaml").write_text(yaml.safe_dump(kinds_study(kinds)))
             self.kills = {}
@@ -199,8 +206,8 @@ for line in sys.stdin:
 
 
 def kinds_study(root: Path) -> dict:
-    """A user's study file: their own dataset alone (three articles), and a variant of every kind."""
-    articles = (root / "data/wiki/sample.jsonl").read_text().splitlines()[:3]
+    """A user's study file: their own dataset alone (two articles), and a variant of every kind."""
+    articles = (root / "data/wiki/sample.jsonl").read_text().splitlines()[:2]
     (root / "data/mine").mkdir()
     (root / "data/mine/articles.jsonl").write_text("\n".join(articles) + "\n")
     (root / "first_sentences.py").write_text(FIRST_SENTENCES)
@@ -282,12 +289,12 @@ def test_adding_a_variant_runs_that_variants_jobs_only_and_an_equal_definition_r
      "lorapress compress: error: command \"python3 -c import sys; sys.exit('no weights here')\" exited with status 1: "
      "no weights here"),
     ("partial", {"kind": "file", "path": "precomputed/partial.jsonl"},
-     "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-003' (1 of 3 items missing)"),
+     "lorapress compress: error: precomputed/partial.jsonl: no text for item 'wiki-002' (1 of 2 items missing)"),
 ])
 def test_a_bad_variant_fails_its_job_with_one_line_and_writes_nothing(kinds_run, name, definition, message):
     run = kinds_run
     lines = (run / "precomputed/mine.jsonl").read_text().splitlines()
-    (run / "precomputed/partial.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (run / "precomputed/partial.jsonl").write_text("\n".join(lines[:1]) + "\n")
     study = yaml.safe_load((run / "study.yaml").read_text())
     study["compression"]["variants"][name] = definition
     (run / f"{name}.yaml").write_text(yaml.safe_dump(study))
@@ -301,12 +308,12 @@ def test_a_bad_variant_fails_its_job_with_one_line_and_writes_nothing(kinds_run,
 def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
     run = kinds_run
     study = yaml.safe_load((run / "study.yaml").read_text())
-    study["experiments"]["capacity"] = {"enabled": True, "items": [2, 50]}
+    study["experiments"]["capacity"] = {"enabled": True, "items": [1, 50]}
     (run / "tiers.yaml").write_text(yaml.safe_dump(study))
     out = snakemake(run, "results/report.html", configfiles=("tiers.yaml",), check=False)
-    assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 3 items of dataset mine" \
+    assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 2 items of dataset mine" \
         in out.stdout + out.stderr
-    assert not list((run / "results/adapters/mine/original_text").glob("r*_n2_*"))  # nothing trained for it
+    assert not list((run / "results/adapters/mine/original_text").glob("r*_n1_*"))  # nothing trained for it
 
 
 def test_killed_jobs_leave_nothing_finished_and_run_again_write_the_same_bytes(runs):

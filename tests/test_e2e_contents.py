@@ -323,46 +323,58 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class VllmServer:
+    """`vllm serve` of the converted embedded model on loopback, behind an API key drawn at run time (a key written
+    in this file would be found in the study's copy of it: tests/ is part of it). One per session (tests/conftest.py),
+    started by the first module that asks: the rehearsal's tests, before they wait for its last jobs (which leave a
+    core idle), or these tests. It comes up in ~45 s of 2 cores' time."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.process, self.log = folder, None, None
+
+    def start(self, model: Path) -> None:
+        if self.process is not None:
+            return
+        self.port, self.key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+               "OMP_NUM_THREADS": "1"}
+        self.log = open(self.folder / "server.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
+             "judge", "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.key, "--max-model-len", "1024",
+             "--dtype", "float32", "--enforce-eager"], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def url_and_key(self) -> tuple[str, str]:
+        """The server's base URL and key, once it answers."""
+        import urllib.request
+
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return f"http://127.0.0.1:{self.port}/v1", self.key
+            except OSError:
+                assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+                time.sleep(1)
+        raise AssertionError("vllm serve did not come up in 300 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.log.close()
+
+
 @pytest.fixture(scope="module", autouse=True)
-def vllm_server_starting(request, run, tmp_path_factory):
-    """`vllm serve` of the converted embedded model on loopback, behind an API key (one server for the module),
-    started as soon as the run is there: it comes up (~45 s of 2 cores' time) while the tests before the
-    endpoint's run, which leave a core idle. Not started when no selected test uses it."""
-    if not any("vllm_server" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    tmp_path = tmp_path_factory.mktemp("vllm-server")
-    # drawn now: a key written in this file would be found in the study's copy of it (tests/ is part of it)
-    port, key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-         str(run / "resources/models/smollm2-135m-instruct"), "--served-model-name", "judge", "--host", "127.0.0.1",
-         "--port", str(port), "--api-key", key, "--max-model-len", "1024", "--dtype", "float32", "--enforce-eager"],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield server, port, key, tmp_path / "server.log"
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+def vllm_server_starting(run, vllm_server_process):
+    """Starts the session's `vllm serve` now if nothing has yet (while the tests before the endpoint's run leave a
+    core idle); not when no selected test uses it."""
+    if vllm_server_process is not None:
+        vllm_server_process.start(run / "resources/models/smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")
-def vllm_server(vllm_server_starting):
-    """The server's base URL and key, once it answers."""
-    import urllib.request
-
-    server, port, key, log = vllm_server_starting
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return f"http://127.0.0.1:{port}/v1", key
-        except OSError:
-            assert server.poll() is None, log.read_text()[-3000:]
-            time.sleep(1)
-    raise AssertionError("vllm serve did not come up in 300 s")
+def vllm_server(vllm_server_process):
+    return vllm_server_process.url_and_key()
 
 
 def test_endpoint_judge_is_constrained_and_keeps_its_key_out_of_every_output(run, vllm_server, monkeypatch):
