@@ -14,12 +14,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
-
 from .compress import context_needed
 from .experiments import experiment_runs
 from .hardware import Hardware, choose_dtype, detect
-from .variants import VariantError, piece_size, resolve_variants, settings_for
+from .variants import VariantError, piece_size, read_schema, resolve_variants, settings_for
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -37,8 +35,7 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import best_match
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    error = best_match(Draft202012Validator(read_schema(schema_path)).iter_errors(config))
     if error is not None:
         message = error.message if len(error.message) < 200 else error.message[:200] + "..."
         raise ConfigError(f"config {_where(error.absolute_path)}: {message}")

@@ -49,24 +49,26 @@ class VariantError(ValueError):
     """One line naming the config key."""
 
 
-def _schema(schema_path: str | Path | None) -> dict:
+def read_schema(schema_path: str | Path | None = None) -> dict:
+    """The config schema, read once per process (validating the config and resolving the variants read it, in each
+    Snakemake start); shared, so not to be modified."""
     return _read_schema(str(schema_path or DEFAULT_SCHEMA))
 
 
 @lru_cache(maxsize=4)
 def _read_schema(path: str) -> dict:
-    """The schema, read once per process (resolving the variants reads it for seeds and for key defaults)."""
-    return yaml.safe_load(Path(path).read_text())
+    # libyaml's loader where PyYAML has it: the same document, ~8x faster (this one has ~5,000 nodes)
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def seed_definitions(schema_path: str | Path | None = None) -> dict[str, dict]:
     """The seed study's seven variants, as the schema's default of compression.variants."""
-    return copy.deepcopy(_schema(schema_path)["properties"]["compression"]["properties"]["variants"]["default"])
+    return copy.deepcopy(read_schema(schema_path)["properties"]["compression"]["properties"]["variants"]["default"])
 
 
 def key_defaults(schema_path: str | Path | None = None) -> dict:
     """The defaults of a definition's keys (tolerance, compressor, method, ...), from the schema."""
-    props = _schema(schema_path)["definitions"]["variant_definition"]["properties"]
+    props = read_schema(schema_path)["definitions"]["variant_definition"]["properties"]
     return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
