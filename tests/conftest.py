@@ -31,16 +31,11 @@ HEAVY_UNITS = ("test_gpu_smoke.py", "test_slurm_gpu.py", "test_paper_dag.py", "t
 def pytest_collection_modifyitems(items):
     """The two pipelines start with the session, in the background (below); the unit tests run beside them. Then
     the study of every kind's tests (the smaller study, done first), and the heaviest unit tests: they fill the
-    cores that the last steps of both pipelines, one job at a time, leave idle (the killed jobs' reruns of the
-    study of every kind, the rehearsal's evaluate → judge → aggregate → report). Then the test of those reruns,
-    the cluster rehearsal's tests, and the contents of its run."""
-    def group(item) -> int:
-        name = item.path.name
-        if name == KINDS:
-            return 3 if "runs" in item.fixturenames else 1  # `runs` waits for the reruns
-        return {**dict.fromkeys(HEAVY_UNITS, 2), REHEARSAL: 4, CONTENTS: 5}.get(name, 0)
-
-    items.sort(key=group)  # stable: tests keep their order within each group
+    core that the rehearsal's last jobs, one at a time, leave idle. Then the cluster rehearsal's tests, and the
+    contents of its run."""
+    order = {KINDS: 1, **dict.fromkeys(HEAVY_UNITS, 2), REHEARSAL: 3, CONTENTS: 4}
+    # stable: tests keep their order within each group
+    items.sort(key=lambda item: order.get(item.path.name, 0))
 
 
 def selected(request, name: str) -> bool:
