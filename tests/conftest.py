@@ -24,16 +24,13 @@ def without_shims(path: str) -> str:
 REHEARSAL = "test_cluster_rehearsal.py"
 CONTENTS = "test_e2e_contents.py"  # reads (and then writes into) what the rehearsal's run wrote
 KINDS = "test_e2e.py"
-# unit tests of a minute or so each (model imports, Snakemake starts), none of them waiting on a pipeline
-HEAVY_UNITS = ("test_gpu_smoke.py", "test_slurm_gpu.py", "test_paper_dag.py", "test_check.py")
 
 
 def pytest_collection_modifyitems(items):
     """The two pipelines start with the session, in the background (below); the unit tests run beside them. Then
-    the study of every kind's tests (the smaller study, done first), and the heaviest unit tests: they fill the
-    core that the rehearsal's last jobs, one at a time, leave idle. Then the cluster rehearsal's tests, and the
-    contents of its run."""
-    order = {KINDS: 1, **dict.fromkeys(HEAVY_UNITS, 2), REHEARSAL: 3, CONTENTS: 4}
+    the study of every kind (the smaller one, done first; its tests fill the cores the rehearsal's last jobs leave
+    idle), the cluster rehearsal's tests, and the contents of its run."""
+    order = {KINDS: 1, REHEARSAL: 2, CONTENTS: 3}
     # stable: tests keep their order within each group
     items.sort(key=lambda item: order.get(item.path.name, 0))
 
