@@ -16,8 +16,8 @@ do (plugin #342, #373), so the arguments are asserted, not waited for. `sbatch` 
 behind a shim on PATH that records their arguments (and the cards a job step sees) before calling them.
 
 The run starts in the background with the test session (tests/conftest.py: the rest of the suite
-runs beside it) and these tests run after the unit tests; tests/test_e2e_contents.py then reads what the run
-wrote. Needs root (as in CI); skipped otherwise.
+runs beside it) and these tests run after the unit tests and the study of every kind's (tests/test_e2e.py);
+tests/test_e2e_contents.py then reads what the run wrote. Needs root (as in CI); skipped otherwise.
 """
 
 import os
