@@ -52,7 +52,7 @@ def test_edits_change_exactly_the_stages_that_run_the_code(tmp_path):
     assert {s for s in before if before[s] != after[s]} == set(before)
 
 
-def test_the_cache_gives_the_same_fingerprints_without_parsing_and_follows_edits(tmp_path, monkeypatch):
+def test_the_cache_gives_the_same_fingerprints_without_parsing_and_follows_edits(tmp_path):
     """Every Snakemake start (each cluster job's too) computes the fingerprints: an unchanged package is read from
     the cache, not parsed; an edited file is parsed again; a damaged cache is only a parse more."""
     package = tmp_path / "src" / "lorapress"

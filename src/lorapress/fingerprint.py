@@ -82,19 +82,27 @@ def _qualified(module: str) -> str:
     return module if module.startswith(PACKAGE) else f"{PACKAGE}.{module}"
 
 
-def closure(module: str) -> list[str]:
-    """`module` and every lorapress module it imports, transitively, sorted."""
-    module = _qualified(module)
-    if not _module_path(module):
-        raise ValueError(f"no module {module} in {ROOT}")
+def _walk(module: str, imports_of) -> list[str] | None:
+    """`module` and every module `imports_of` leads to, transitively, sorted; None as soon as it gives None."""
     seen, todo = set(), [module]
     while todo:
         current = todo.pop()
         if current in seen:
             continue
+        found = imports_of(current)
+        if found is None:
+            return None
         seen.add(current)
-        todo.extend(_parsed(current)[1] - seen)
+        todo.extend(m for m in found if m not in seen)
     return sorted(seen)
+
+
+def closure(module: str) -> list[str]:
+    """`module` and every lorapress module it imports, transitively, sorted."""
+    module = _qualified(module)
+    if not _module_path(module):
+        raise ValueError(f"no module {module} in {ROOT}")
+    return _walk(module, lambda current: _parsed(current)[1])
 
 
 def code_fingerprint(stage: str) -> str:
@@ -118,17 +126,11 @@ def _file_key(module: str, keys: dict) -> str:
 
 def _cached_closure(module: str, imports: dict, keys: dict) -> list[str] | None:
     """`closure(module)` from the cached import lists; None when a file's bytes are not in the cache."""
-    seen, todo = set(), [module]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
+    def imports_of(current):
         found = imports.get(_file_key(current, keys))
-        if found is None:
-            return None
-        seen.add(current)
-        todo.extend(m for m in found if m not in seen and _module_path(m))  # a module since deleted is gone
-    return sorted(seen)
+        return None if found is None else [m for m in found if _module_path(m)]  # a module since deleted is gone
+
+    return _walk(module, imports_of)
 
 
 def _closure_key(modules: list[str], keys: dict) -> str:
@@ -150,22 +152,23 @@ def code_fingerprints(stages, cache: str | os.PathLike | None = None) -> dict[st
             raise ValueError(stored["version"])
     except (OSError, ValueError, KeyError, TypeError):  # absent, damaged or another Python's: start afresh
         imports, fingerprints = {}, {}
-    keys, result, parsed = {}, {}, False
+    keys, result, used, parsed = {}, {}, set(), False
     for stage in stages:
         modules = _cached_closure(_qualified(stage), imports, keys)
-        if modules is not None and _closure_key(modules, keys) in fingerprints:
-            result[stage] = fingerprints[_closure_key(modules, keys)]
-            continue
-        parsed = True
-        modules = closure(stage)
-        for name in modules:
-            imports[_file_key(name, keys)] = sorted(_parsed(name)[1])
-        result[stage] = fingerprints[_closure_key(modules, keys)] = code_fingerprint(stage)
+        key = _closure_key(modules, keys) if modules is not None else None
+        if key not in fingerprints:
+            parsed = True
+            modules = closure(stage)
+            for name in modules:
+                imports[_file_key(name, keys)] = sorted(_parsed(name)[1])
+            key = _closure_key(modules, keys)
+            fingerprints[key] = code_fingerprint(stage)
+        result[stage] = fingerprints[key]
+        used.add(key)
     if parsed:  # keep only what describes the files as they are now
         current = set(keys.values())
-        closures = {_closure_key(_cached_closure(_qualified(s), imports, keys), keys) for s in stages}
         stored = {"version": _CACHE_VERSION, "imports": {k: v for k, v in imports.items() if k in current},
-                  "fingerprints": {k: v for k, v in fingerprints.items() if k in closures}}
+                  "fingerprints": {k: v for k, v in fingerprints.items() if k in used}}
         try:  # jobs starting together each write a whole, correct file; the last one stays
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
