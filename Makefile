@@ -53,8 +53,9 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.lorapress-installed-*
 	touch $@
 
-# Debian packages the tests use: headless Chromium renders the report. (The SLURM test
-# installs its own packages through scripts/slurm/start_slurm.sh.) Needs root, as in CI.
+# Debian packages the tests use: headless Chromium renders the report. Needs root, as in CI. `make test` runs it
+# in the background of the test session, once the cluster rehearsal's SLURM is up (apt installs one thing at a time;
+# scripts/slurm/start_slurm.sh installs SLURM's own packages first), so that neither waits for the other.
 system-test-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
@@ -64,8 +65,9 @@ system-test-deps:
 run: $(STAMP)
 	snakemake --cores $(CORES) $(TARGET)
 
-# The catalog's conventions first (lint clean, formatting pinned), then every test.
-test: $(STAMP) system-test-deps lint
+# The catalog's conventions first (lint clean, formatting pinned), then every test (tests/conftest.py installs the
+# system packages the tests use: system-test-deps above).
+test: $(STAMP) lint
 	$(PY) -m pytest -ra --durations=15
 
 test-fast: $(STAMP)

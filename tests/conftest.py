@@ -1,6 +1,8 @@
 import json
 import os
 import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,15 @@ KINDS = "test_e2e.py"
 
 def pytest_collection_modifyitems(items):
     """The two pipelines start with the session, in the background (below); the unit tests run beside them. Then
-    the study of every kind (the smaller one, done first; its tests fill the cores the rehearsal's last jobs leave
-    idle), the cluster rehearsal's tests, and the contents of its run."""
-    order = {KINDS: 1, REHEARSAL: 2, CONTENTS: 3}
-    # stable: tests keep their order within each group
-    items.sort(key=lambda item: order.get(item.path.name, 0))
+    the tests of the finished study of every kind (the smaller pipeline, done first), the cluster rehearsal's tests,
+    the contents of its run, and last the test of the study of every kind's killed jobs, whose reruns go on beside
+    the tests before it (they fill the core the rehearsal's last jobs, and then the contents tests, leave idle)."""
+    def order(item) -> int:
+        if item.path.name == KINDS and "runs" in item.fixturenames:
+            return 4
+        return {KINDS: 1, REHEARSAL: 2, CONTENTS: 3}.get(item.path.name, 0)
+
+    items.sort(key=order)  # stable: tests keep their order within each group
 
 
 def selected(request, name: str) -> bool:
@@ -66,16 +72,46 @@ def background_rehearsal(request, tmp_path_factory):
     rehearsal.stop()
 
 
-@pytest.fixture(scope="session")
-def vllm_server_process(request, tmp_path_factory):
-    """The endpoint tests' `vllm serve` (tests/test_e2e_contents.py), not yet started: the first module that asks
-    starts it; None when no selected test uses it. Stopped when the session ends."""
+RENDERING = "test_report_renders_in_headless_chromium"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_test_deps(request, background_rehearsal):
+    """`make system-test-deps` (Debian's chromium, for the report's rendering test; as root, as in CI), in the
+    background once the cluster rehearsal's SLURM is up, when the rendering test is selected: a thread to join
+    before using them, None otherwise. It installs nothing that is there already."""
+    if not any(item.name == RENDERING for item in request.session.items):
+        yield None
+        return
+
+    def install() -> None:
+        if background_rehearsal is not None:  # its start_slurm.sh installs SLURM's packages: one apt at a time
+            background_rehearsal.slurm_started.wait()
+        installed = subprocess.run(["make", "-s", "system-test-deps"], cwd=REPO, capture_output=True, text=True,
+                                   timeout=900)
+        thread.output = (installed.stdout + installed.stderr)[-2000:]  # for the test to show (never printed here:
+        # a thread's print lands in whichever test's output is being captured)
+
+    thread = threading.Thread(target=install, daemon=True)
+    thread.output = ""
+    thread.start()
+    yield thread
+
+
+@pytest.fixture(scope="session", autouse=True)
+def vllm_server_process(request, tmp_path_factory, background_rehearsal):
+    """The endpoint tests' `vllm serve` (tests/test_e2e_contents.py); None when no selected test uses it. With a
+    cluster rehearsal, it starts as soon as the rehearsal's run has converted the model, beside the pipelines (an
+    idle server takes no CPU), so that it is up long before the endpoint tests, the last ones; otherwise the first
+    module that asks starts it. Stopped when the session ends."""
     if not any("vllm_server" in item.fixturenames for item in request.session.items):
         yield None
         return
     from test_e2e_contents import VllmServer
 
     server = VllmServer(tmp_path_factory.mktemp("vllm-server"))
+    if background_rehearsal is not None:
+        server.start_when(background_rehearsal.converted_model)
     yield server
     server.stop()
 

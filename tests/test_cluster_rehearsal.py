@@ -84,13 +84,17 @@ class Rehearsal:
     def __init__(self, tmp_path_factory):
         self.slurm_env = {**os.environ, "SLURM_CI_DIR": SLURM_DIR, "PATH": without_shims(os.environ["PATH"])}
         self.error, self.process, self.stopper = None, None, None
+        self.slurm_started = threading.Event()  # start_slurm.sh is done (its packages installed), or failed
         self.thread = threading.Thread(target=self._start, args=(tmp_path_factory,), daemon=True)
         self.thread.start()
 
     def _start(self, tmp_path_factory) -> None:
         try:
-            started = subprocess.run(["bash", str(REPO / "scripts/slurm/start_slurm.sh")], env=self.slurm_env,
-                                     capture_output=True, text=True, timeout=900)
+            try:
+                started = subprocess.run(["bash", str(REPO / "scripts/slurm/start_slurm.sh")], env=self.slurm_env,
+                                         capture_output=True, text=True, timeout=900)
+            finally:
+                self.slurm_started.set()
             self.slurm_log = started.stdout[-1500:]
             if started.returncode != 0:
                 self.error = f"start_slurm.sh failed:\n{started.stdout[-3000:]}{started.stderr[-3000:]}"
@@ -173,12 +177,9 @@ class Rehearsal:
 
 
 @pytest.fixture(scope="module")
-def rehearsal(background_rehearsal, vllm_server_process):
+def rehearsal(background_rehearsal):
     if background_rehearsal is None:
         pytest.skip("a local SLURM needs root (CI runs as root)")
-    # the contents tests' `vllm serve` comes up while the run's last jobs run one at a time (a core is idle then)
-    if vllm_server_process is not None and (model := background_rehearsal.converted_model()):
-        vllm_server_process.start(model)
     yield background_rehearsal.result()
     background_rehearsal.stop(wait=False)  # nothing after these tests needs SLURM: it stops beside them
 

@@ -112,23 +112,56 @@ def kill_when(workdir: Path, study: str, log_glob: str, marker: str, timeout: fl
     raise AssertionError(f"the run ended (exit {process.returncode}) before {marker!r} appeared in {log_glob}")
 
 
-def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]]], into: Path) -> tuple[list[str], dict]:
-    """In `into`, a copy of `workdir` (mtimes kept), run the killed jobs again, uninterrupted, from the inputs
-    their resumed run left: the evaluation chunk with its judge, the tables, the adapter, the compressed
-    variant. Last to first, with mtime left out of the rerun triggers, so that only these jobs run: Snakemake
-    reruns a job whose input another job rewrote before it, whatever the triggers. Returns the forced outputs
-    (relative) and the jobs run per call."""
+# The killed jobs' reruns, in two copies of the finished run that run side by side (each stage's reruns in its copy
+# alone, so neither rewrites the other's inputs): the answers' side (the evaluation chunk with its judge, then the
+# tables) and the adapters' side (the adapter, then the compressed variant).
+RERUN_COPIES = {"answers": ("evaluate", "aggregate"), "adapters": ("train", "compress")}
+
+
+def rerun_in_copy(workdir: Path, study: str, steps, outputs: dict[str, list[str]], into: Path) -> dict:
+    """In `into`, a copy of `workdir` (mtimes kept), run the killed jobs of `steps` again, uninterrupted, from the
+    inputs their resumed run left: last to first, with mtime left out of the rerun triggers, so that only these jobs
+    run (Snakemake reruns a job whose input another job rewrote before it, whatever the triggers). Returns the jobs
+    run per step."""
+    verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
+    calls = {"evaluate": (verdicts, outputs["evaluate"]), "aggregate": (["results/tables/summary.json"], ["aggregate"]),
+             "train": (outputs["train"], outputs["train"]), "compress": (outputs["compress"], outputs["compress"])}
+    ran = {}
+    for step in steps:
+        targets, forced = calls[step]
+        out = snakemake(into, *targets, "--forcerun", *forced, "--rerun-triggers", "params", "input", "code",
+                        "software-env", configfiles=(study,))
+        ran[step] = job_counts(out.stdout + out.stderr)
+    return ran
+
+
+def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]]],
+              copies: dict[str, Path]) -> tuple[dict[str, Path], dict]:
+    """The killed jobs run again in `copies` (RERUN_COPIES: name -> copy of `workdir`), both copies at once.
+    Returns where each rewritten output is (its path relative to the run -> the copy that rewrote it: the compressed
+    variant, the adapter, the answers and verdicts, and every table) and the jobs run per step."""
     outputs = {stage: [str(p.relative_to(workdir)) for p in killed_outputs(log, workdir, study)]
                for stage, (log, _) in kills.items()}
+    results, errors = {}, []
+
+    def rerun(name: str) -> None:
+        try:
+            results[name] = rerun_in_copy(workdir, study, RERUN_COPIES[name], outputs, copies[name])
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=rerun, args=(name,)) for name in RERUN_COPIES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise AssertionError("\n".join(errors))
     verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
-    ran = {}
-    for step, targets, forced in (("evaluate", verdicts, outputs["evaluate"]),
-                                  ("aggregate", ["results/tables/summary.json"], ["aggregate"]),
-                                  ("train", outputs["train"], None), ("compress", outputs["compress"], None)):
-        out = snakemake(into, *targets, "--forcerun", *(forced or targets), "--rerun-triggers", "params", "input",
-                        "code", "software-env", configfiles=(study,))
-        ran[step] = job_counts(out.stdout + out.stderr)
-    return [*outputs["compress"], *outputs["train"], *outputs["evaluate"], *verdicts], ran
+    tables = [str(p.relative_to(workdir)) for p in sorted((workdir / TABLES).iterdir())]
+    rewritten = {**{name: copies["adapters"] for name in [*outputs["compress"], *outputs["train"]]},
+                 **{name: copies["answers"] for name in [*outputs["evaluate"], *verdicts, *tables]}}
+    return rewritten, {step: counts for ran in results.values() for step, counts in ran.items()}
 
 
 class KindsRun:
@@ -136,7 +169,7 @@ class KindsRun:
     the cluster rehearsal: the embedded model converted by the pipeline itself (the rehearsal's run, where there is
     one: `model_from`), the study from scratch,
     SIGKILLed inside compress, train and evaluate in turn and completed (`finished`), then its killed jobs run
-    again in a copy (`rerun`) while the tests read and edit the finished run."""
+    again in two copies (`rerun`) while the tests read and edit the finished run."""
 
     def __init__(self, tmp_path_factory, model_from=None):
         self.finished_event, self.rerun_event = threading.Event(), threading.Event()
@@ -163,10 +196,11 @@ class KindsRun:
                 hit = kill_when(kinds, "study.yaml", log_glob, marker)
                 self.kills[stage] = (hit, [p for p in killed_outputs(hit, kinds, "study.yaml") if p.exists()])
             snakemake(kinds, "results/report.html", configfiles=("study.yaml",))
-            self.again = tmp_path_factory.mktemp("e2e-kinds-again") / "run"
-            shutil.copytree(kinds, self.again, symlinks=True)  # before any test writes into the finished run
+            copies = {name: tmp_path_factory.mktemp(f"e2e-kinds-again-{name}") / "run" for name in RERUN_COPIES}
+            for copy in copies.values():  # before any test writes into the finished run
+                shutil.copytree(kinds, copy, symlinks=True)
             self.finished_event.set()
-            self.forced, self.ran = run_again(kinds, "study.yaml", self.kills, self.again)
+            self.rewritten, self.ran = run_again(kinds, "study.yaml", self.kills, copies)
         except BaseException:  # reported by the tests that wait for the run
             self.error = traceback.format_exc()
         finally:
@@ -184,7 +218,7 @@ class KindsRun:
 
     def rerun(self) -> tuple:
         self._wait(self.rerun_event)
-        return self.kinds, self.kills, self.again, self.forced, self.ran
+        return self.kinds, self.kills, self.rewritten, self.ran
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +351,7 @@ def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
 
 
 def test_killed_jobs_leave_nothing_finished_and_run_again_write_the_same_bytes(runs):
-    kinds, kills, again, forced, ran = runs
+    kinds, kills, rewritten, ran = runs
     # after each SIGKILL (inside compress, train and evaluate) the killed job's output does not exist
     assert {stage: written for stage, (_, written) in kills.items()} == {"compress": [], "train": [], "evaluate": []}
     assert ran == {"evaluate": {"evaluate": 1, "judge": 1}, "train": {"train": 1}, "compress": {"compress": 1},
@@ -328,7 +362,8 @@ def test_killed_jobs_leave_nothing_finished_and_run_again_write_the_same_bytes(r
         found = sorted((root / name).glob("adapter_*")) if (root / name).is_dir() else [root / name]
         return {str(p.relative_to(root)): p.read_bytes() for p in found}
 
-    tables = [str(p.relative_to(kinds)) for p in sorted((kinds / TABLES).iterdir())]
-    for name in [*forced, *tables]:
+    assert {name for name in rewritten if name.startswith(TABLES)} == {
+        str(p.relative_to(kinds)) for p in (kinds / TABLES).iterdir()}  # every table
+    for name, again in rewritten.items():
         assert files(again, name) == files(kinds, name), name  # the same bytes, uninterrupted
         assert all((again / f).stat().st_mtime > (kinds / f).stat().st_mtime for f in files(kinds, name)), name

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,11 +197,15 @@ def test_report_is_self_contained(run):
     assert "http://" not in page and "https://" not in page.split("<pre>")[0]
 
 
-def test_report_renders_in_headless_chromium(run, tmp_path):
+def test_report_renders_in_headless_chromium(run, tmp_path, system_test_deps):
     from PIL import Image
 
+    if system_test_deps is not None:
+        system_test_deps.join()  # installed in the background (tests/conftest.py)
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (make test installs it)"
+    assert chromium, ("Debian's chromium is needed (make test installs it as root; or make system-test-deps)\n"
+                      + (system_test_deps.output if system_test_deps is not None else ""))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     page = (run / "results/report.html").as_uri()
@@ -326,31 +331,45 @@ def _free_port() -> int:
 class VllmServer:
     """`vllm serve` of the converted embedded model on loopback, behind an API key drawn at run time (a key written
     in this file would be found in the study's copy of it: tests/ is part of it). One per session (tests/conftest.py),
-    started by the first module that asks: the rehearsal's tests, before they wait for its last jobs (which leave a
-    core idle), or these tests."""
+    started as soon as the cluster rehearsal's run has converted the model (`start_when`), or by these tests."""
 
     def __init__(self, folder: Path):
-        self.folder, self.process, self.log = folder, None, None
+        self.folder, self.process, self.log, self.starter = folder, None, None, None
+        self.lock = threading.Lock()
+
+    def start_when(self, converted_model) -> None:
+        """Start in the background once `converted_model()` (which waits for it) gives the model; not if it gives
+        None (the run ended without it: these tests then start the server with their own run's model)."""
+        def start() -> None:
+            model = converted_model()
+            if model is not None:
+                self.start(model)
+
+        self.starter = threading.Thread(target=start, daemon=True)
+        self.starter.start()
 
     def start(self, model: Path) -> None:
-        if self.process is not None:
-            return
-        self.port, self.key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
-        # VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPUs the engine's worker runs in its engine process instead of a
-        # third one (vLLM 0.32 forces its `mp` executor there only with multiprocessing on): up in ~39 s of CPU
-        # instead of ~63, the same answers
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-               "OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        self.log = open(self.folder / "server.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
-             "judge", "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.key, "--max-model-len", "1024",
-             "--dtype", "float32", "--enforce-eager"], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        with self.lock:
+            if self.process is not None:
+                return
+            self.port, self.key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
+            # VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPUs the engine's worker runs in its engine process instead of a
+            # third one (vLLM 0.32 forces its `mp` executor there only with multiprocessing on): up in ~39 s of CPU
+            # instead of ~63, the same answers
+            env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                   "OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+            self.log = open(self.folder / "server.log", "w")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                 "--served-model-name", "judge", "--host", "127.0.0.1", "--port", str(self.port), "--api-key",
+                 self.key, "--max-model-len", "1024", "--dtype", "float32", "--enforce-eager"],
+                stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def url_and_key(self) -> tuple[str, str]:
         """The server's base URL and key, once it answers."""
         import urllib.request
 
+        assert self.process is not None, "vllm serve was not started"
         for _ in range(300):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
@@ -361,16 +380,18 @@ class VllmServer:
         raise AssertionError("vllm serve did not come up in 300 s")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-            self.log.close()
+        with self.lock:
+            if self.process is not None:
+                self.process.terminate()
+                self.process.wait(timeout=60)
+                self.log.close()
+            self.process = self.process or False  # a start still waiting for the model starts nothing now
 
 
 @pytest.fixture(scope="module", autouse=True)
 def vllm_server_starting(run, vllm_server_process):
-    """Starts the session's `vllm serve` now if nothing has yet (while the tests before the endpoint's run leave a
-    core idle); not when no selected test uses it."""
+    """Starts the session's `vllm serve` now if nothing has yet (no cluster rehearsal ran: the study ran here, while
+    the tests before the endpoint's run leave a core idle); not when no selected test uses it."""
     if vllm_server_process is not None:
         vllm_server_process.start(run / "resources/models/smollm2-135m-instruct")
 
