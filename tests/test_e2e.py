@@ -7,7 +7,8 @@ the background (`KindsRun`, tests/conftest.py), beside the cluster rehearsal's p
 SIGKILLed inside compress, train and evaluate in turn and then completed: each killed job must leave nothing
 that looks finished and, run again uninterrupted from the same inputs, write the same bytes (so must the
 judge and the tables after it). Each run uses its own copy of the library (PYTHONPATH), so tests that edit
-library code to check precise reruns touch nothing outside their copy.
+library code to check precise reruns touch nothing outside their copy. The finished run also hosts the
+self-check's rules and a variant compressed behind an OpenAI-compatible endpoint (`vllm serve`).
 """
 
 import json
@@ -348,6 +349,75 @@ def test_a_tier_larger_than_the_dataset_stops_the_run_before_any_job(kinds_run):
     assert out.returncode != 0 and "config experiments.capacity.items: 50 is more than the 2 items of dataset mine" \
         in out.stdout + out.stderr
     assert not list((run / "results/adapters/mine/original_text").glob("r*_n1_*"))  # nothing trained for it
+
+
+def test_self_check_agrees_only_on_identical_answers_or_near_ties(kinds_run):
+    """The checking engine's own greedy answers agree; an answer it finds far less likely than its own at the
+    first differing token (a misapplied adapter's signature) does not, unless tie_nats is set above that gap."""
+    from lorapress.engine import EngineSettings, open_engine
+    from lorapress.evaluate import divergence_gap, first_divergence, question_messages, self_check
+
+    run = kinds_run
+
+    assert first_divergence([1, 2, 3], [1, 2, 4]) == 2 and first_divergence([1, 2], [1, 2, 5]) is None
+    settings = EngineSettings(model=str(run / "resources/models/smollm2-135m-instruct"), dtype="float32",
+                              max_model_len=1024, seed=0, max_num_seqs=8, trust_remote_code=False,
+                              chat_template_kwargs={})
+    engine = open_engine("transformers", settings)
+    adapter = str(run / "results/adapters/mine/original_text/r8_nall_s0")
+    questions = [json.loads(line) for line in (run / "results/data/mine/qa.jsonl").read_text().splitlines()][:2]
+    evaluate = {"system_prompt": "Answer in a few words.", "max_tokens": 8, "repetition_penalty": 1.0}
+    own = engine.generate([question_messages(q, evaluate["system_prompt"]) for q in questions], max_tokens=8,
+                          adapters=[adapter] * 2)
+    run_ = {"run_id": "r", "adapter": adapter}
+    sample = [(run_, q) for q in questions]
+
+    def records(first):
+        return [{"run_id": "r", "question_set": "dataset", "question_id": q["question_id"], "prediction": p,
+                 "finish_reason": "stop"} for q, p in zip(questions, [first, own[1].text])]
+
+    same = self_check(engine, sample, records(own[0].text), {**evaluate, "self_check": {"tie_nats": 0.5}})
+    assert (same["n"], same["agreed"], same["identical"], same["near_ties"]) == (2, 2, 2, 0)
+    wrong = "Zyzzyva quokka"  # not what this adapter says: its first token is far from the greedy one
+    gap = divergence_gap(engine, question_messages(questions[0], evaluate["system_prompt"]), (wrong, True),
+                         (own[0].text, not own[0].truncated), adapter)
+    assert gap > 2
+    strict = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": 0.5}})
+    assert (strict["agreed"], strict["identical"], strict["pairs"][0]["tie_gap"]) == (1, 1, pytest.approx(gap))
+    lenient = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": gap + 0.01}})
+    assert (lenient["agreed"], lenient["near_ties"]) == (2, 1)
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(kinds_run, vllm_server_process):
+    """The session's `vllm serve` (tests/conftest.py: started as soon as the cluster rehearsal's run has converted
+    the model), or started now with this run's copy of it."""
+    vllm_server_process.start(kinds_run / "resources/models/smollm2-135m-instruct")  # nothing if it runs already
+    return vllm_server_process.url_and_key()
+
+
+def test_an_endpoint_compressor_writes_a_variant_and_keeps_its_key_out(kinds_run, vllm_server, monkeypatch):
+    """A generate variant whose compressor is an OpenAI-compatible endpoint (real `vllm serve`): a CPU job, lengths
+    counted with the base model's tokenizer, the key read from the environment and written nowhere."""
+    run, (base_url, key) = kinds_run, vllm_server
+    monkeypatch.setenv("LORAPRESS_COMPRESSOR_KEY", key)
+    seed = yaml.safe_load((run / "config.yaml").read_text())["compression"]["variants"]["summ_l5_extreme"]
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["compression"]["variants"]["remote_summary"] = {
+        "kind": "generate", "target_trr": 80, "prompt": seed["prompt"], "compressor": "openai:judge",
+        "base_url": base_url, "api_key_env": "LORAPRESS_COMPRESSOR_KEY"}
+    (run / "endpoint.yaml").write_text(yaml.safe_dump(study))
+    target = "results/compressed/mine/remote_summary.jsonl"
+    out = snakemake(run, target, configfiles=("endpoint.yaml",))
+    assert "rule compress_cpu:" in out.stdout + out.stderr  # no GPU asked for
+    records = [json.loads(line) for line in (run / target).read_text().splitlines()]
+    assert len(records) == 2 and all(r["text"].strip() for r in records)
+    meta = json.loads((run / "results/compressed/mine/remote_summary.meta.json").read_text())
+    assert meta["settings"]["compressor"] == "openai:judge"
+    leaked = [str(p) for p in run.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000
+              and key.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 def test_killed_jobs_leave_nothing_finished_and_run_again_write_the_same_bytes(runs):

@@ -5,8 +5,9 @@ one seed, one epoch, two variants; see there). Where a local SLURM can run (as r
 rehearsal's run (tests/test_cluster_rehearsal.py), submitted as a user submits it, and these tests read what it
 wrote once it is done; elsewhere the same study runs here with `snakemake --cores 2`. Then: the contents of
 every stage, adapters that learned, tables with intervals, the report (rendered in a browser), reruns of
-exactly what an edit makes stale, and a judge and a compressor behind an OpenAI-compatible endpoint (`vllm
-serve`). These tests run after the rehearsal's own (tests/conftest.py): some of them write into its results.
+exactly what an edit makes stale, and a judge behind an OpenAI-compatible endpoint (`vllm serve`; the compressor
+behind it, and the self-check's rules, are tested on the study of every kind, tests/test_e2e.py, which is done
+before this run: they fill the time the tests wait for it). These tests run after the rehearsal's own (tests/conftest.py): some of them write into its results.
 """
 
 import json
@@ -112,42 +113,6 @@ def test_every_run_answered_every_question_with_its_log_likelihoods(run):
         # a few questions: the checking engine ran in the job's own process, not vLLM's three
         log = next((run / f"logs/evaluate/{dataset}").glob("h*.log")).read_text()
         assert "starting vLLM engine in this process" in log
-
-
-def test_self_check_agrees_only_on_identical_answers_or_near_ties(run):
-    """The checking engine's own greedy answers agree; an answer it finds far less likely than its own at the
-    first differing token (a misapplied adapter's signature) does not, unless tie_nats is set above that gap."""
-    from lorapress.engine import EngineSettings, open_engine
-    from lorapress.evaluate import divergence_gap, first_divergence, question_messages, self_check
-
-    assert first_divergence([1, 2, 3], [1, 2, 4]) == 2 and first_divergence([1, 2], [1, 2, 5]) is None
-    settings = EngineSettings(model=str(run / "resources/models/smollm2-135m-instruct"), dtype="float32",
-                              max_model_len=1024, seed=0, max_num_seqs=8, trust_remote_code=False,
-                              chat_template_kwargs={})
-    engine = open_engine("transformers", settings)
-    adapter = str(run / "results/adapters/wiki/original_text/r16_nall_s0")
-    questions = [json.loads(line) for line in (run / "results/data/wiki/qa.jsonl").read_text().splitlines()][:2]
-    evaluate = {"system_prompt": "Answer in a few words.", "max_tokens": 8, "repetition_penalty": 1.0}
-    own = engine.generate([question_messages(q, evaluate["system_prompt"]) for q in questions], max_tokens=8,
-                          adapters=[adapter] * 2)
-    run_ = {"run_id": "r", "adapter": adapter}
-    sample = [(run_, q) for q in questions]
-
-    def records(first):
-        return [{"run_id": "r", "question_set": "dataset", "question_id": q["question_id"], "prediction": p,
-                 "finish_reason": "stop"} for q, p in zip(questions, [first, own[1].text])]
-
-    same = self_check(engine, sample, records(own[0].text), {**evaluate, "self_check": {"tie_nats": 0.5}})
-    assert (same["n"], same["agreed"], same["identical"], same["near_ties"]) == (2, 2, 2, 0)
-    wrong = "Zyzzyva quokka"  # not what this adapter says: its first token is far from the greedy one
-    gap = divergence_gap(engine, question_messages(questions[0], evaluate["system_prompt"]), (wrong, True),
-                         (own[0].text, not own[0].truncated), adapter)
-    assert gap > 2
-    strict = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": 0.5}})
-    assert (strict["agreed"], strict["identical"], strict["pairs"][0]["tie_gap"]) == (1, 1, pytest.approx(gap))
-    lenient = self_check(engine, sample, records(wrong), {**evaluate, "self_check": {"tie_nats": gap + 0.01}})
-    assert (lenient["agreed"], lenient["near_ties"]) == (2, 1)
-    engine.close()
 
 
 def test_no_adapter_is_inert(run):
@@ -427,25 +392,3 @@ def test_endpoint_judge_is_constrained_and_keeps_its_key_out_of_every_output(run
     monkeypatch.delenv("LORAPRESS_WRONG_KEY")
     with pytest.raises(RuntimeError, match="LORAPRESS_WRONG_KEY"):
         EndpointJudge("openai:judge", base_url, "LORAPRESS_WRONG_KEY")
-
-
-def test_an_endpoint_compressor_writes_a_variant_and_keeps_its_key_out(run, vllm_server, monkeypatch):
-    """A generate variant whose compressor is an OpenAI-compatible endpoint (real `vllm serve`): a CPU job, lengths
-    counted with the base model's tokenizer, the key read from the environment and written nowhere."""
-    base_url, key = vllm_server
-    monkeypatch.setenv("LORAPRESS_COMPRESSOR_KEY", key)
-    seed = yaml.safe_load((run / "config.yaml").read_text())["compression"]["variants"]["summ_l5_extreme"]
-    (run / "endpoint.yaml").write_text(yaml.safe_dump({"compression": {"variants": {
-        "original_text": {}, "summ_l5_extreme": {},
-        "remote_summary": {"kind": "generate", "target_trr": 80, "prompt": seed["prompt"], "compressor": "openai:judge",
-                           "base_url": base_url, "api_key_env": "LORAPRESS_COMPRESSOR_KEY"}}}}))
-    target = "results/compressed/wiki/remote_summary.jsonl"
-    out = snakemake(run, target, configfiles=("endpoint.yaml",))
-    assert "rule compress_cpu:" in out.stdout + out.stderr  # no GPU asked for
-    records = [json.loads(line) for line in (run / target).read_text().splitlines()]
-    assert len(records) == 2 and all(r["text"].strip() for r in records)
-    meta = json.loads((run / "results/compressed/wiki/remote_summary.meta.json").read_text())
-    assert meta["settings"]["compressor"] == "openai:judge"
-    leaked = [str(p) for p in run.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000
-              and key.encode() in p.read_bytes()]
-    assert leaked == []
