@@ -100,9 +100,9 @@ def system_test_deps(request, background_rehearsal):
 
 @pytest.fixture(scope="session", autouse=True)
 def vllm_server_process(request, tmp_path_factory, background_rehearsal):
-    """The endpoint tests' `vllm serve` (tests/test_e2e_contents.py); None when no selected test uses it. With a
-    cluster rehearsal, it starts as soon as the rehearsal's run has converted the model, beside the pipelines (an
-    idle server takes no CPU), so that it is up long before the endpoint tests, the last ones; otherwise the first
+    """The endpoint tests' `vllm serve` (tests/test_e2e.py, tests/test_e2e_contents.py); None when no selected test
+    uses it. With a cluster rehearsal, it starts as soon as the rehearsal's run has converted the model, beside the
+    pipelines (an idle server takes no CPU), so that it is up long before the endpoint tests; otherwise the first
     module that asks starts it. Stopped when the session ends."""
     if not any("vllm_server" in item.fixturenames for item in request.session.items):
         yield None

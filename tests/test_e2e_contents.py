@@ -296,7 +296,8 @@ def _free_port() -> int:
 class VllmServer:
     """`vllm serve` of the converted embedded model on loopback, behind an API key drawn at run time (a key written
     in this file would be found in the study's copy of it: tests/ is part of it). One per session (tests/conftest.py),
-    started as soon as the cluster rehearsal's run has converted the model (`start_when`), or by these tests."""
+    started as soon as the cluster rehearsal's run has converted the model (`start_when`), or by the first module
+    that asks (`start`, with its own run's model)."""
 
     def __init__(self, folder: Path):
         self.folder, self.process, self.log, self.starter = folder, None, None, None
