@@ -119,17 +119,27 @@ def kill_when(workdir: Path, study: str, log_glob: str, marker: str, timeout: fl
 RERUN_COPIES = {"answers": ("evaluate", "aggregate"), "adapters": ("train", "compress")}
 
 
-def rerun_in_copy(workdir: Path, study: str, steps, outputs: dict[str, list[str]], into: Path) -> dict:
-    """In `into`, a copy of `workdir` (mtimes kept), run the killed jobs of `steps` again, uninterrupted, from the
-    inputs their resumed run left: last to first, with mtime left out of the rerun triggers, so that only these jobs
-    run (Snakemake reruns a job whose input another job rewrote before it, whatever the triggers). Returns the jobs
-    run per step."""
+def rerun_calls(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]]]) -> dict[str, tuple]:
+    """Step -> (targets, --forcerun, what it rewrites), paths relative to the run: the evaluation chunk (with its
+    verdicts), the tables, the adapter, the compressed variant."""
+    outputs = {stage: [str(p.relative_to(workdir)) for p in killed_outputs(log, workdir, study)]
+               for stage, (log, _) in kills.items()}
     verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
-    calls = {"evaluate": (verdicts, outputs["evaluate"]), "aggregate": (["results/tables/summary.json"], ["aggregate"]),
-             "train": (outputs["train"], outputs["train"]), "compress": (outputs["compress"], outputs["compress"])}
+    tables = [str(p.relative_to(workdir)) for p in sorted((workdir / TABLES).iterdir())]
+    return {"evaluate": (verdicts, outputs["evaluate"], [*outputs["evaluate"], *verdicts]),
+            "aggregate": (["results/tables/summary.json"], ["aggregate"], tables),
+            "train": (outputs["train"], outputs["train"], outputs["train"]),
+            "compress": (outputs["compress"], outputs["compress"], outputs["compress"])}
+
+
+def rerun_in_copy(study: str, steps, calls: dict[str, tuple], into: Path) -> dict:
+    """In `into`, a copy of the finished run (mtimes kept), run the killed jobs of `steps` again, uninterrupted, from
+    the inputs their resumed run left: last to first, with mtime left out of the rerun triggers, so that only these
+    jobs run (Snakemake reruns a job whose input another job rewrote before it, whatever the triggers). Returns the
+    jobs run per step."""
     ran = {}
     for step in steps:
-        targets, forced = calls[step]
+        targets, forced, _ = calls[step]
         out = snakemake(into, *targets, "--forcerun", *forced, "--rerun-triggers", "params", "input", "code",
                         "software-env", configfiles=(study,))
         ran[step] = job_counts(out.stdout + out.stderr)
@@ -141,13 +151,12 @@ def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]
     """The killed jobs run again in `copies` (RERUN_COPIES: name -> copy of `workdir`), both copies at once.
     Returns where each rewritten output is (its path relative to the run -> the copy that rewrote it: the compressed
     variant, the adapter, the answers and verdicts, and every table) and the jobs run per step."""
-    outputs = {stage: [str(p.relative_to(workdir)) for p in killed_outputs(log, workdir, study)]
-               for stage, (log, _) in kills.items()}
+    calls = rerun_calls(workdir, study, kills)
     results, errors = {}, []
 
     def rerun(name: str) -> None:
         try:
-            results[name] = rerun_in_copy(workdir, study, RERUN_COPIES[name], outputs, copies[name])
+            results[name] = rerun_in_copy(study, RERUN_COPIES[name], calls, copies[name])
         except BaseException:
             errors.append(traceback.format_exc())
 
@@ -158,10 +167,8 @@ def run_again(workdir: Path, study: str, kills: dict[str, tuple[Path, list[Path]
         thread.join()
     if errors:
         raise AssertionError("\n".join(errors))
-    verdicts = [o.replace("results/answers/", "results/verdicts/") for o in outputs["evaluate"]]
-    tables = [str(p.relative_to(workdir)) for p in sorted((workdir / TABLES).iterdir())]
-    rewritten = {**{name: copies["adapters"] for name in [*outputs["compress"], *outputs["train"]]},
-                 **{name: copies["answers"] for name in [*outputs["evaluate"], *verdicts, *tables]}}
+    rewritten = {output: copies[name] for name, steps in RERUN_COPIES.items() for step in steps
+                 for output in calls[step][2]}
     return rewritten, {step: counts for ran in results.values() for step, counts in ran.items()}
 
 

@@ -301,7 +301,7 @@ class VllmServer:
 
     def __init__(self, folder: Path):
         self.folder, self.process, self.log, self.starter = folder, None, None, None
-        self.lock = threading.Lock()
+        self.lock, self.stopped = threading.Lock(), False
 
     def start_when(self, converted_model) -> None:
         """Start in the background once `converted_model()` (which waits for it) gives the model; not if it gives
@@ -316,7 +316,7 @@ class VllmServer:
 
     def start(self, model: Path) -> None:
         with self.lock:
-            if self.process is not None:
+            if self.process is not None or self.stopped:  # started already, or the session is over
                 return
             self.port, self.key = _free_port(), f"lorapress-test-secret-{secrets.token_hex(8)}"
             # VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPUs the engine's worker runs in its engine process instead of a
@@ -351,7 +351,7 @@ class VllmServer:
                 self.process.terminate()
                 self.process.wait(timeout=60)
                 self.log.close()
-            self.process = self.process or False  # a start still waiting for the model starts nothing now
+            self.stopped = True  # a start still waiting for the model starts nothing now
 
 
 @pytest.fixture(scope="module", autouse=True)
