@@ -11,7 +11,8 @@ import pytest
 from lorapress import cli
 from lorapress.design import (
     DESIGN_CLAIMS, PRIOR_SEED_SD, VarianceComponents, claim_target, design_claims, design_variance,
-    estimate_components, fewest_questions, power, simulated_power,
+    MAX_QUESTIONS, estimate_components, fewest_questions, power, seeds_needed, simulated_power,
+    smallest_detectable,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +83,24 @@ def test_design_variance_and_power_by_hand():
     assert fewest_questions(c, 2, 0.05, 0.01, 0.8, vs_baseline=False) is None
 
 
+def test_a_claim_out_of_reach_says_the_seed_levels_floor_and_the_seeds_it_needs():
+    """Pinned on the normal limit: with seed variance 1, no question variance and thousands of seeds the
+    t quantiles are z's, so 80% power at 5% needs d = (z_.975 + z_.8)·sqrt(2/S) = 2.8016·sqrt(2/S)."""
+    c = VarianceComponents(1.0, 0.0, 0.0, 100, 3, {}, "", "")
+    assert smallest_detectable(c, 10_000, MAX_QUESTIONS, 0.05, 0.8, False) == pytest.approx(2.8016 * np.sqrt(2e-4),
+                                                                                            rel=1e-3)
+    assert smallest_detectable(c, 10_000, MAX_QUESTIONS, 0.05, 0.8, True) == pytest.approx(2.8016 * np.sqrt(1e-4),
+                                                                                           rel=1e-3)
+    # d = 0.1 needs S = 2·2.8016²/0.1² = 1,570 seeds per arm (a few more for the t tails)
+    needed = seeds_needed(c, 0.1, 0.05, 0.8, vs_baseline=False, start=21)
+    assert 1570 <= needed <= 1575
+    assert fewest_questions(c, needed, 0.1, 0.05, 0.8, False) is not None
+    assert fewest_questions(c, needed - 1, 0.1, 0.05, 0.8, False) is None
+    assert seeds_needed(c, 0.1, 0.05, 0.8, vs_baseline=False, start=21, limit=1000) is None
+    # a few seeds: the guarded df make the floor wider than the z's say
+    assert smallest_detectable(c, 3, MAX_QUESTIONS, 0.05, 0.8, False) > 2.8016 * np.sqrt(2 / 3)
+
+
 def test_targets_are_the_claims_in_the_pilots_units():
     c = VarianceComponents(0.0, 0.1, 0.0, 100, 1, {("baseline", 0): 3.0, ("original_text", 16): 3.5,
                                                    ("summ_l5_extreme", 16): 2.2}, "", "")
@@ -104,6 +123,10 @@ def test_the_proposed_design_reaches_its_power_in_simulation():
                                           "wiki_l5_vs_baseline", "rank4_beats_rank16_on_l5"]
     assert all(r["m_claims"] == 5 and r["alpha_per_claim"] == pytest.approx(0.01) for r in rows)
     designed = [r for r in rows if r["seeds"] is not None]
+    for r in rows:  # out of reach: 20 seeds' floor lies above the target, the seeds it needs reach it
+        if r["seeds"] is None:
+            assert r["smallest_detectable"] > abs(r["target"]) and r["seeds_needed"] > 20
+            assert f"±{r['smallest_detectable']:.4g}" in r["note"] and f"{r['seeds_needed']} seeds" in r["note"]
     assert {r["claim"] for r in designed} >= {"wiki_l3_vs_baseline", "wiki_l5_vs_baseline"}
     c = estimate_components(pilot, "wiki", "judge_score")
     for r in designed:

@@ -27,7 +27,9 @@ power at level alpha/m (m claims: Holm's first, strictest step) are found from t
 guarded Satterthwaite df the intervals use; among them the cheapest design (by the `cost` callback:
 GPU-hours from `plan.build_plan`, or S x Q) is proposed, and its power is checked by simulating
 studies from the components and applying `uncertainty.difference`: while the simulated power falls
-short, questions are added (x1.25 a step). The capacity claim (an interior
+short, questions are added (x1.25 a step). A claim that no design up to max_seeds reaches says what
+the largest design could see instead (the smallest difference max_seeds seeds detect with unlimited
+questions: the seed level's floor) and how many seeds the claim itself would take. The capacity claim (an interior
 peak) is no two-cell difference and is not designed here.
 """
 
@@ -38,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from . import BASELINE, ORIGINAL
 from .claims import PAPER_REPLICATES
@@ -49,6 +51,7 @@ PRIOR_SCORE = float(np.mean(PAPER_REPLICATES))  # 3.236: the score that spread w
 JUDGE_SCALE = ("judge_score", "judge_expected")  # the 1-5 rubric
 ACCURACY_SCALE = ("judge_accuracy", "judge_p_yes", "answer_preferred", "exact_match")  # % of questions
 MAX_QUESTIONS = 1_000_000
+MAX_SEEDS_SEARCHED = 100_000  # seeds per arm beyond which a claim is called out of reach
 SIMULATE_CELLS = 100_000  # seeds x questions above which a design is not simulated (time)
 
 
@@ -193,6 +196,39 @@ def fewest_questions(c: VarianceComponents, seeds: int, target: float, alpha: fl
     return high
 
 
+def smallest_detectable(c: VarianceComponents, seeds: int, questions: int, alpha: float, wanted: float,
+                        vs_baseline: bool) -> float:
+    """The smallest difference (in the metric's units, as a magnitude) that `seeds` seeds per trained arm on
+    `questions` questions see with `wanted` power at level `alpha`: what a design can promise when a claim's
+    own difference is out of its reach."""
+    variance, df = design_variance(c, seeds, questions, vs_baseline)
+    if variance <= 0:
+        return 0.0
+    high = np.sqrt(variance)
+    while power(high, variance, df, alpha) < wanted:
+        high *= 2
+    return float(optimize.brentq(lambda d: power(d, variance, df, alpha) - wanted, 0.0, high, xtol=1e-12 * high))
+
+
+def seeds_needed(c: VarianceComponents, target: float, alpha: float, wanted: float, vs_baseline: bool,
+                 start: int = 2, limit: int = MAX_SEEDS_SEARCHED) -> int | None:
+    """The fewest seeds per trained arm (from `start`) that reach `wanted` power for `target` with as many
+    questions as needed (up to MAX_QUESTIONS); None beyond `limit`. Power grows with seeds at any number
+    of questions, so a doubling search and a bisection find it."""
+    def ok(seeds):
+        return fewest_questions(c, seeds, target, alpha, wanted, vs_baseline) is not None
+
+    low, high = start - 1, max(start, 2)
+    while not ok(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if ok(mid) else (mid, high)
+    return high
+
+
 def simulated_power(c: VarianceComponents, seeds: int, questions: int, target: float, alpha: float,
                     vs_baseline: bool, n_studies: int = 200, seed: int = 0) -> float:
     """Share of simulated studies (drawn from the components) whose interval at level alpha (from
@@ -262,8 +298,16 @@ def design_claims(pilot: pd.DataFrame, metric_of: Callable[[str], str], kind_of:
                "residual_var": c.residual_var, "seed_source": c.seed_source, "residual_source": c.residual_source,
                "pilot_questions": c.n_questions}
         if not options:
+            # what the largest design could see instead, and what the claim would take: the seed level
+            # sets a floor that no number of questions lowers
+            floor = smallest_detectable(c, max_seeds, MAX_QUESTIONS, level, wanted, vs_baseline)
+            needed = seeds_needed(c, target, level, wanted, vs_baseline, start=max_seeds + 1)
             rows.append({**row, "seeds": None, "questions": None, "power": None, "simulated_power": None,
-                         "cost": None, "note": f"not reachable with up to {max_seeds} seeds"})
+                         "cost": None, "smallest_detectable": floor, "seeds_needed": needed,
+                         "note": f"not reachable with up to {max_seeds} seeds: the smallest difference they "
+                                 f"detect is ±{floor:.4g}, however many questions; this one needs "
+                                 + (f"{needed} seeds per trained arm" if needed else
+                                    f"more than {MAX_SEEDS_SEARCHED:,} seeds per trained arm")})
             continue
         best_cost, seeds, questions = min(options)
         analytic = questions
