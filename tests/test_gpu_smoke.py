@@ -40,11 +40,22 @@ def embedded_model_without_weights(folder):
     return folder
 
 
-def test_tiny_smoke_on_cpu(tmp_path):
+def embedded_model(tmp_path, background_rehearsal):
+    """The embedded model's config and tokenizer: as `make run` converted it here, or as the cluster rehearsal's
+    run did (its first job, long done by now), or read from the GGUF package (~15 s of CPU)."""
+    if (EMBEDDED / "tokenizer.json").is_file():
+        return EMBEDDED
+    converted = background_rehearsal.converted_model() if background_rehearsal is not None else None
+    if converted is not None and (converted / "tokenizer.json").is_file():
+        return converted
+    return embedded_model_without_weights(tmp_path / "model")
+
+
+def test_tiny_smoke_on_cpu(tmp_path, background_rehearsal):
     """One run (imports cost most of it): (a) a QLoRA step of a tiny model of Qwen3-8B's shape, with and without
     checkpointing; (b) the embedded model's LoRA training and answers on a weightless copy of it (random tiny
     weights, its real tokenizer and chat template), as it is carried to a lent GPU."""
-    source = EMBEDDED if (EMBEDDED / "tokenizer.json").is_file() else embedded_model_without_weights(tmp_path / "model")
+    source = embedded_model(tmp_path, background_rehearsal)
     skeleton = tmp_path / "skeleton"
     subprocess.run([sys.executable, str(REPO / "scripts/gpu_smoke.py"), "--write-skeleton", str(source),
                     str(skeleton)], check=True, capture_output=True, timeout=60)
