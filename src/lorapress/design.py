@@ -175,25 +175,26 @@ def power(target: float, variance: float, df: float, alpha: float) -> float:
     return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
 
 
-def fewest_questions(c: VarianceComponents, seeds: int, target: float, alpha: float, wanted: float,
-                     vs_baseline: bool) -> int | None:
-    """The fewest questions that reach `wanted` power with `seeds` seeds (None: no number of questions does,
-    the seed level alone is too noisy)."""
-    def ok(q):
-        return power(target, *design_variance(c, seeds, q, vs_baseline), alpha) >= wanted
-
-    high = 2
+def _fewest_passing(ok: Callable[[int], bool], start: int, limit: int) -> int | None:
+    """The smallest n in [start, limit] with ok(n), for an `ok` that stays true once true (power grows with
+    questions and with seeds): doubling, then bisection. None if ok(limit) is false."""
+    low, high = start - 1, start  # low: known to fail (or below the range)
     while not ok(high):
-        if high >= MAX_QUESTIONS:
+        if high >= limit:
             return None
-        high = min(2 * high, MAX_QUESTIONS)
-    low = max(2, high // 2)
-    if ok(low):
-        return low
+        low, high = high, min(2 * high, limit)
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (low, mid) if ok(mid) else (mid, high)
     return high
+
+
+def fewest_questions(c: VarianceComponents, seeds: int, target: float, alpha: float, wanted: float,
+                     vs_baseline: bool) -> int | None:
+    """The fewest questions that reach `wanted` power with `seeds` seeds (None: no number of questions does,
+    the seed level alone is too noisy)."""
+    return _fewest_passing(lambda q: power(target, *design_variance(c, seeds, q, vs_baseline), alpha) >= wanted,
+                           2, MAX_QUESTIONS)
 
 
 def smallest_detectable(c: VarianceComponents, seeds: int, questions: int, alpha: float, wanted: float,
@@ -213,20 +214,9 @@ def smallest_detectable(c: VarianceComponents, seeds: int, questions: int, alpha
 def seeds_needed(c: VarianceComponents, target: float, alpha: float, wanted: float, vs_baseline: bool,
                  start: int = 2, limit: int = MAX_SEEDS_SEARCHED) -> int | None:
     """The fewest seeds per trained arm (from `start`) that reach `wanted` power for `target` with as many
-    questions as needed (up to MAX_QUESTIONS); None beyond `limit`. Power grows with seeds at any number
-    of questions, so a doubling search and a bisection find it."""
-    def ok(seeds):
-        return fewest_questions(c, seeds, target, alpha, wanted, vs_baseline) is not None
-
-    low, high = start - 1, max(start, 2)
-    while not ok(high):
-        if high >= limit:
-            return None
-        low, high = high, min(2 * high, limit)
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if ok(mid) else (mid, high)
-    return high
+    questions as needed (up to MAX_QUESTIONS); None beyond `limit`."""
+    return _fewest_passing(lambda s: fewest_questions(c, s, target, alpha, wanted, vs_baseline) is not None,
+                           start, limit)
 
 
 def simulated_power(c: VarianceComponents, seeds: int, questions: int, target: float, alpha: float,
