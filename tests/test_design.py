@@ -165,3 +165,8 @@ def test_plan_design_prints_a_table_per_claim(tmp_path, monkeypatch, capsys):
     l5 = next(r for r in rows if r["claim"] == "wiki_l5_vs_baseline")
     assert l5["seeds"] >= 2 and l5["cost"] > 0 and l5["metric"] == "judge_score"
     assert cli.main(["plan", "--design", "--configfile", "config/paper.yaml"]) == 2  # no --pilot: one line
+    capsys.readouterr()
+    # the intervals need two seeds per trained arm: fewer is a mistake, said in one line before any planning
+    assert cli.main([*argv, "--max-seeds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == ("lorapress plan: error: --max-seeds: must be at least 2 (a seed-level "
+                                               "interval needs two seeds per trained cell), got 1")

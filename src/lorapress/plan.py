@@ -985,6 +985,9 @@ def design(args: argparse.Namespace) -> tuple[list[dict], str]:
         raise StageError("--design needs --pilot (a pilot's question_scores.csv)")
     if not 0 < args.power < 1:
         raise StageError(f"--power: must lie between 0 and 1, got {args.power}")
+    if args.max_seeds < 2:
+        raise StageError(f"--max-seeds: must be at least 2 (a seed-level interval needs two seeds per trained cell), "
+                         f"got {args.max_seeds}")
     config, profile, t, counts, control, _ = _inputs(args)
     pilot = pd.read_csv(args.pilot)
     missing = {"dataset", "condition", "rank", "items", "seed", "question_id", "metric", "value"} - set(pilot.columns)
