@@ -214,9 +214,9 @@ def smallest_detectable(c: VarianceComponents, seeds: int, questions: int, alpha
 def seeds_needed(c: VarianceComponents, target: float, alpha: float, wanted: float, vs_baseline: bool,
                  start: int = 2, limit: int = MAX_SEEDS_SEARCHED) -> int | None:
     """The fewest seeds per trained arm (from `start`) that reach `wanted` power for `target` with as many
-    questions as needed (up to MAX_QUESTIONS); None beyond `limit`."""
-    return _fewest_passing(lambda s: fewest_questions(c, s, target, alpha, wanted, vs_baseline) is not None,
-                           start, limit)
+    questions as needed (MAX_QUESTIONS, as for smallest_detectable's floor); None beyond `limit`."""
+    return _fewest_passing(
+        lambda s: power(target, *design_variance(c, s, MAX_QUESTIONS, vs_baseline), alpha) >= wanted, start, limit)
 
 
 def simulated_power(c: VarianceComponents, seeds: int, questions: int, target: float, alpha: float,
