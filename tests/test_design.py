@@ -170,3 +170,7 @@ def test_plan_design_prints_a_table_per_claim(tmp_path, monkeypatch, capsys):
     assert cli.main([*argv, "--max-seeds", "1"]) == 2
     assert capsys.readouterr().err.strip() == ("lorapress plan: error: --max-seeds: must be at least 2 (a seed-level "
                                                "interval needs two seeds per trained cell), got 1")
+    # a metric the pilot never scored: one line naming it, the pilot and the dataset, before any planning
+    assert cli.main([*argv, "--metric", "rouge1"]) == 2
+    assert capsys.readouterr().err.strip() == ("lorapress plan: error: --metric rouge1: the pilot pilot.csv has no "
+                                               "rouge1 scores for dataset wiki (its metrics there: judge_score)")

@@ -1000,6 +1000,12 @@ def design(args: argparse.Namespace) -> tuple[list[dict], str]:
     if unknown:
         raise StageError(f"--pilot: datasets {unknown} are not in the config (config datasets: {sorted(counts)})")
     metric = args.metric or config["aggregate"]["metrics"][0]
+    scored = pilot.dropna(subset=["value"]).groupby("dataset")["metric"].unique()
+    for dataset in types:  # every pilot dataset gets a claim; a metric it lacks would stop the planning midway
+        wanted = resolve_metric(metric, types[dataset])
+        if wanted not in scored.get(dataset, []):
+            raise StageError(f"--metric {metric}: the pilot {args.pilot} has no {wanted} scores for dataset {dataset} "
+                             f"(its metrics there: {', '.join(sorted(scored.get(dataset, [])))})")
 
     def gpu_hours(dataset: str, seeds: int, questions: int) -> float:
         sized = copy.deepcopy(config)
